@@ -1,0 +1,317 @@
+"""Shared plumbing for the training and eval scripts: config, distributed init, FSDP2, checkpoints, logging.
+
+Nothing here knows about SOD. Every script does the same: `cfg = parse_config(Config)`, `dist = init_dist()`,
+`model = wrap_fsdp(model, dist, ...)`, `save_checkpoint(...)` / `load_checkpoint(...)`, `print0(...)`.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import random
+import shutil
+import socket
+import sys
+import time
+import typing
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+
+# -----------------------------------------------------------------------------
+# Config: a flat dataclass, then `--config FILE` (plain assignments), then `--key=value` / `--key value`
+
+
+def _convert(name, typ, raw):
+    """Parse one command-line string into the dataclass field's type (int, float, bool, str, or Optional of one)."""
+    if typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if raw.lower() in ("none", "null"):
+            return None
+        typ = args[0]
+    if typ is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SystemExit(f"config: --{name} expects true/false, got {raw!r}")
+    try:
+        return typ(raw)
+    except ValueError:
+        raise SystemExit(f"config: --{name} expects {typ.__name__}, got {raw!r}") from None
+
+
+def parse_config(cls, argv=None):
+    """Build `cls` from defaults, then `--config FILE`, then command-line overrides. Unknown keys are an error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+
+    def set_key(key, value, source):
+        if key not in hints:
+            raise SystemExit(f"config: unknown key {key!r} in {source}; valid keys: {', '.join(valid)}")
+        values[key] = value
+
+    if "--config" in argv or any(a.startswith("--config=") for a in argv):
+        i = next(i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config="))
+        path = argv[i].split("=", 1)[1] if "=" in argv[i] else argv[i + 1]
+        del argv[i:i + (1 if "=" in argv[i] else 2)]
+        if not os.path.isfile(path):
+            raise SystemExit(f"config: no such config file: {path}")
+        ns = {}
+        exec(compile(open(path).read(), path, "exec"), ns)
+        for k, v in ns.items():
+            if not k.startswith("_") and not isinstance(v, type(os)):
+                set_key(k, v, path)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise SystemExit(f"config: unexpected argument {arg!r}; use --key=value or --key value")
+        key, eq, raw = arg[2:].partition("=")
+        if key not in hints:
+            set_key(key, None, "the command line")  # raises with the list of valid keys
+        if not eq:  # `--flag` alone means true for booleans; otherwise the value is the next argument
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if hints[key] is bool and (nxt is None or nxt.startswith("--")):
+                raw = "true"
+            elif nxt is None:
+                raise SystemExit(f"config: --{key} needs a value")
+            else:
+                raw, i = nxt, i + 1
+        set_key(key, _convert(key, hints[key], raw), "the command line")
+        i += 1
+    return cls(**values)
+
+
+def config_to_py(cfg):
+    """The resolved config as plain assignments: `--config` accepts the file it is saved to."""
+    return "".join(f"{f.name} = {getattr(cfg, f.name)!r}\n" for f in dataclasses.fields(cfg))
+
+
+def print_config(cfg):
+    print0("config:\n" + "".join(f"  {line}\n" for line in config_to_py(cfg).splitlines()), end="")
+
+# -----------------------------------------------------------------------------
+# Distributed: the same path under `python` (a world of one) and `torchrun`; nccl on CUDA, gloo on CPU
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_dist(device="auto"):
+    """Initialise the process group (a world of one under plain `python`) and pick the device. Prints the choice."""
+    if "RANK" not in os.environ:  # plain `python script.py`: a one-process group, so FSDP2 runs the same code
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
+    rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
+                                 timeout=datetime.timedelta(minutes=30))
+    dist = Dist(rank, world, local, dev)
+    print0(f"dist: world {world}, backend {tdist.get_backend()}, device {dev.type}, "
+           f"params fp32 / compute {'bf16' if use_cuda else 'fp32 (no CUDA: no bf16 autocast)'}")
+    return dist
+
+
+def destroy_dist():
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def print0(*args, **kwargs):
+    if not tdist.is_initialized() or tdist.get_rank() == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def all_reduce_sum(t):
+    """Sum a tensor over ranks (in place); a visible helper so every reduction in the scripts is explicit."""
+    if tdist.is_initialized() and tdist.get_world_size() > 1:
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+    return t
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+# -----------------------------------------------------------------------------
+# Models and FSDP2
+
+
+def load_model(spec, dtype=torch.float32):
+    """A causal LM and its tokenizer from a HF directory or Hub id, a run directory (its latest checkpoint), or
+    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import data
+    if spec.startswith("toy:"):
+        tok = data.make_toy_tokenizer()
+        return data.tiny_qwen3(tok, size=spec[4:]), tok
+    if os.path.isdir(spec) and latest_checkpoint(spec):
+        spec = os.path.join(latest_checkpoint(spec), "model")
+    if not os.path.isdir(spec) and (spec.startswith((".", "/")) or spec.count("/") != 1):
+        raise SystemExit(f"model: {spec!r} is neither a local model directory nor a Hub id (org/name)")
+    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(spec)
+
+
+def decoder_blocks(model):
+    return model.model.layers  # Qwen3ForCausalLM: embed -> layers -> norm -> lm_head
+
+
+def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, reshard_after_forward=True):
+    """FSDP2 from outside the model, torchtitan order: activation checkpointing, per-block compile, fully_shard each
+    decoder block, then the root. On CUDA params compute in bf16 and gradients reduce in fp32; the sharded master
+    weights stay fp32 (what the optimizer updates and what checkpoints save). FSDP averages gradients over ranks,
+    so a loss meant as a global token mean is written local_sum / (global_count / world_size) on every rank."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    model.to(dist.device)
+    if activation_checkpointing:  # HF's own switch keeps parameter names intact (no wrapper prefixes in checkpoints)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if compile:
+        for block in decoder_blocks(model):
+            block.compile(dynamic=True)
+    print0(f"fsdp2: {len(decoder_blocks(model))} blocks + root, activation checkpointing "
+           f"{'on' if activation_checkpointing else 'off'}, per-block compile {'on' if compile else 'off'}")
+    mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if dist.device.type == "cuda" else MixedPrecisionPolicy()
+    for block in decoder_blocks(model):
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def full_state_dict(model):
+    """The full (unsharded) state dict, gathered to CPU on every rank's side as needed; keys as in the HF model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+# -----------------------------------------------------------------------------
+# Checkpoints: out_dir/step_XXXXXX/{model/ (HF format), optimizer.pt, rng_rank*.pt, state.json, config.py}
+# written under out_dir/.tmp_step_XXXXXX and renamed at the end, so a crash never leaves a half checkpoint
+
+
+def step_dir(out_dir, step):
+    return os.path.join(out_dir, f"step_{step:06d}")
+
+
+def latest_checkpoint(out_dir):
+    if not os.path.isdir(out_dir):
+        return None
+    steps = sorted(d for d in os.listdir(out_dir) if d.startswith("step_") and d[5:].isdigit())
+    return os.path.join(out_dir, steps[-1]) if steps else None
+
+
+def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state):
+    """Collective: every rank calls it. `state` (JSON-able: data cursor, step, ...) is restored by load_checkpoint."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    t0 = time.time()
+    rank = tdist.get_rank()
+    final, tmp = step_dir(out_dir, step), os.path.join(out_dir, f".tmp_step_{step:06d}")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    tdist.barrier()
+    model_sd = full_state_dict(model)
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                                   cpu_offload=True)) \
+        if optimizer is not None else None
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    torch.save(rng, os.path.join(tmp, f"rng_rank{rank}.pt"))
+    if rank == 0:
+        model.save_pretrained(os.path.join(tmp, "model"), state_dict=model_sd, safe_serialization=True)
+        tokenizer.save_pretrained(os.path.join(tmp, "model"))
+        if optim_sd is not None:
+            torch.save(optim_sd, os.path.join(tmp, "optimizer.pt"))
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump({"step": step, "world_size": tdist.get_world_size(), **state}, f, indent=1)
+        with open(os.path.join(tmp, "config.py"), "w") as f:
+            f.write(config_to_py(cfg))
+    tdist.barrier()
+    if rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tmp, final)
+    tdist.barrier()
+    print0(f"checkpoint: {final} ({time.time() - t0:.1f}s)")
+    return final
+
+
+def load_checkpoint(path, model, optimizer):
+    """Restore optimizer, RNG and the saved `state` dict. Model weights come from `path/model` via load_model,
+    before wrapping, so the weights a run resumes from are exactly the ones a user would load."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    with open(os.path.join(path, "state.json")) as f:
+        state = json.load(f)
+    rank = tdist.get_rank()
+    if state["world_size"] != tdist.get_world_size():
+        print0(f"resume: world size {state['world_size']} -> {tdist.get_world_size()}: data order and RNG streams "
+               "continue from rank 0's state, so the run is not bit-exact")
+    if optimizer is not None:
+        optim_sd = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=False)
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=optim_sd,
+                                 options=StateDictOptions(full_state_dict=True))
+    rng_path = os.path.join(path, f"rng_rank{rank}.pt")
+    rng = torch.load(rng_path if os.path.exists(rng_path) else os.path.join(path, "rng_rank0.pt"), weights_only=False)
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    print0(f"resume: {path} (step {state['step']})")
+    return state
+
+# -----------------------------------------------------------------------------
+# Logging: one JSONL line per step in out_dir/metrics.jsonl, optional wandb
+
+
+class MetricsLogger:
+    def __init__(self, out_dir, cfg, wandb_project=None):
+        self.main = not tdist.is_initialized() or tdist.get_rank() == 0
+        self.path, self.wandb = os.path.join(out_dir, "metrics.jsonl"), None
+        if self.main:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "config.py"), "w") as f:
+                f.write(config_to_py(cfg))
+            if wandb_project:
+                import wandb  # optional extra: pip install .[wandb]
+                self.wandb = wandb.init(project=wandb_project, config=dataclasses.asdict(cfg),
+                                        name=os.path.basename(os.path.normpath(out_dir)))
+
+    def log(self, step, metrics):
+        if not self.main:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)

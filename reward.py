@@ -1,0 +1,1 @@
+"""reward.py: graders and reward shaping. Not implemented yet."""

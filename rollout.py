@@ -1,0 +1,1 @@
+"""rollout.py: inference engines and the tool-integrated-reasoning agent loop. Not implemented yet."""

@@ -1,0 +1,1 @@
+"""sandbox.py: isolated Python execution for model-written code. Not implemented yet."""
