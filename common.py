@@ -185,15 +185,16 @@ def decoder_blocks(model):
     return model.model.layers  # Qwen3ForCausalLM: embed -> layers -> norm -> lm_head
 
 
-def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, reshard_after_forward=True):
+def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, reshard_after_forward=True, offload=False):
     """FSDP2 from outside the model, torchtitan order: activation checkpointing, per-block compile, fully_shard each
     decoder block, then the root. On CUDA params compute in bf16 and gradients reduce in fp32; the sharded master
     weights stay fp32 (what the optimizer updates and what checkpoints save). FSDP averages gradients over ranks,
-    so a loss meant as a global token mean is written local_sum / (global_count / world_size) on every rank."""
+    so a loss meant as a global token mean is written local_sum / (global_count / world_size) on every rank.
+    `offload` keeps the sharded params in CPU memory and copies them in per block (the frozen teacher's option)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-    model.to(dist.device)
+    model.to("cpu" if offload else dist.device)
     if activation_checkpointing:  # HF's own switch keeps parameter names intact (no wrapper prefixes in checkpoints)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -201,13 +202,16 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
         for block in decoder_blocks(model):
             block.compile(dynamic=True)
     print0(f"fsdp2: {len(decoder_blocks(model))} blocks + root, activation checkpointing "
-           f"{'on' if activation_checkpointing else 'off'}, per-block compile {'on' if compile else 'off'}")
+           f"{'on' if activation_checkpointing else 'off'}, per-block compile {'on' if compile else 'off'}"
+           + (", params offloaded to CPU" if offload and dist.device.type == "cuda" else ""))
     mesh = init_device_mesh(dist.device.type, (dist.world_size,))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if dist.device.type == "cuda" else MixedPrecisionPolicy()
+    kw = dict(mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward,
+              offload_policy=CPUOffloadPolicy() if offload and dist.device.type == "cuda" else OffloadPolicy())
     for block in decoder_blocks(model):
-        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+        fully_shard(block, **kw)
+    fully_shard(model, **kw)
     return model
 
 
