@@ -211,7 +211,9 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
               offload_policy=CPUOffloadPolicy() if offload and dist.device.type == "cuda" else OffloadPolicy())
     for block in decoder_blocks(model):
         fully_shard(block, **kw)
-    fully_shard(model, **kw)
+    # The root (embeddings, final norm, lm_head) stays gathered after forward: the loss reads lm_head.weight
+    # outside the model's forward (token_logprobs), and backward would gather it again at once anyway.
+    fully_shard(model, **{**kw, "reshard_after_forward": False})
     return model
 
 
