@@ -103,7 +103,12 @@ What is the sum of the numbers? Answer with a single integer. First I multiply, 
 """
 
 
-def make_toy_tokenizer(path=None, vocab_size=512):
+def toy_sft_text():
+    """A few rendered-looking toy trajectories as plain text: the BPE learns their frequent pieces."""
+    return "\n".join(json.dumps(c["messages"]) for c in toy_sft_conversations(16, seed=7))
+
+
+def make_toy_tokenizer(path=None, vocab_size=1024):
     """Build the toy tokenizer (deterministic); save it to `path` when given. Returns a PreTrainedTokenizerFast."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -116,7 +121,9 @@ def make_toy_tokenizer(path=None, vocab_size=512):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    system = CHAT_TEMPLATE.split("{%- elif messages[0].role == 'system' %}")[0]  # the tools block, verbatim
+    tok.train_from_iterator([_CORPUS] * 4 + [system.replace("' }}", "").replace("'", "") + json.dumps(TOOLS)] * 8
+                            + [toy_sft_text()] * 2, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=SPECIAL_TOKENS[1:], model_max_length=131072,
                                    clean_up_tokenization_spaces=False)
@@ -151,6 +158,177 @@ def tiny_qwen3(vocab_size, size="tiny", seed=0):
                       bos_token_id=None, eos_token_id=None, pad_token_id=None)
     torch.manual_seed(seed)
     return Qwen3ForCausalLM(cfg)
+
+
+# -----------------------------------------------------------------------------
+# Prompts (DESIGN §4)
+
+PROMPT_SUFFIX = {
+    "math": "Reason step by step and use the code_interpreter tool to compute. Put the final answer in \\boxed{}.",
+    "gpqa": "Reason step by step; you may use the code_interpreter tool. Answer with the letter of the correct "
+            "option in \\boxed{}, e.g. \\boxed{A}.",
+    "code": "You may use the code_interpreter tool to test your ideas. Give the final program in one ```python "
+            "block that reads the input and prints the output as specified.",
+    "toy": "Use the tool, then put the answer in \\boxed{}.",
+}
+
+
+def source_kind(source):
+    """Map a dataset's source tag to one of the prompt/grader kinds: math, gpqa, code, toy."""
+    s = str(source).lower()
+    return "toy" if s == "toy" else "gpqa" if "gpqa" in s else "code" if ("code" in s or "lcb" in s) else "math"
+
+
+def build_prompt_messages(question, source, options=None):
+    """The chat for one problem: the question, the options A-D for GPQA, and the instruction of its kind."""
+    kind = source_kind(source)
+    if options:
+        question += "\n\n" + "\n".join(f"{'ABCD'[i]}) {o}" for i, o in enumerate(options))
+    return [{"role": "user", "content": f"{question}\n\n{PROMPT_SUFFIX[kind]}"}]
+
+# -----------------------------------------------------------------------------
+# The toy task (DESIGN §7): arithmetic too large for a tiny model's head, one or two tool calls per problem
+
+
+def _call(code, reasoning):
+    return {"role": "assistant", "content": "", "reasoning_content": reasoning,
+            "tool_calls": [{"type": "function", "function": {"name": TOOL_NAME, "arguments": {"code": code}}}]}
+
+
+def toy_problems(n, seed):
+    """n seeded problems: "a * b" (one call) or "a * b + c" computed in two calls; ground truth as a string."""
+    import random
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b, c = rng.randint(100, 9999), rng.randint(10, 999), rng.randint(100, 9999)
+        if rng.random() < 0.5:
+            q, gt, kind = f"What is {a} * {b}?", a * b, "mul"
+        else:
+            q, gt, kind = f"What is {a} * {b} + {c}? First multiply, then add.", a * b + c, "muladd"
+        out.append({"question": q, "prompt_messages": build_prompt_messages(q, "toy"), "ground_truth": str(gt),
+                    "source": "toy", "kind": kind, "args": (a, b, c), "id": f"toy-{seed}-{len(out)}"})
+    return out
+
+
+def toy_sft_conversations(n, seed):
+    """Solved toy trajectories in the SFT format (messages + tools): call the tool, read it, answer; two-step
+    problems call twice (copying the first result into the second call); a quarter of the trajectories first make
+    a mistake (a NameError) and fix it from the traceback."""
+    import random
+    rng = random.Random(seed + 1)
+    convs = []
+    for p in toy_problems(n, seed):
+        a, b, c = p["args"]
+        msgs = list(p["prompt_messages"])
+        if rng.random() < 0.25:
+            msgs += [_call(f"print({a} * x)", "I compute it with code."),
+                     {"role": "tool", "content": "NameError: name 'x' is not defined"}]
+            first = "The code had a typo. I fix it."
+        else:
+            first = "I compute it with code."
+        msgs += [_call(f"print({a} * {b})", first), {"role": "tool", "content": str(a * b)}]
+        if p["kind"] == "muladd":
+            msgs += [_call(f"print({a * b} + {c})", f"The product is {a * b}. Now I add {c}."),
+                     {"role": "tool", "content": str(a * b + c)}]
+        msgs.append({"role": "assistant", "content": f"The answer is \\boxed{{{p['ground_truth']}}}.",
+                     "reasoning_content": f"The tool printed {p['ground_truth']}."})
+        convs.append({"messages": msgs, "tools": TOOLS})
+    return convs
+
+# -----------------------------------------------------------------------------
+# The paper's datasets: Hub repos or local files (parquet / jsonl)
+
+EVAL_REPO = "Gen-Verse/Open-AgentRL-Eval"
+
+
+def _read_table(path_or_repo, split="train", pattern=None):
+    """Rows (dicts) of a local parquet/jsonl file or directory, or of a Hub dataset repo (downloaded once)."""
+    import glob
+    if os.path.isfile(path_or_repo):
+        files = [path_or_repo]
+    else:
+        root = path_or_repo
+        if not os.path.isdir(root):
+            if path_or_repo.count("/") != 1:
+                raise SystemExit(f"data: {path_or_repo!r} is neither a local file/directory nor a Hub dataset id")
+            from huggingface_hub import snapshot_download
+            root = snapshot_download(path_or_repo, repo_type="dataset", allow_patterns=["*.parquet", "*.jsonl",
+                                                                                         "*.json"])
+        files = sorted(f for ext in ("parquet", "jsonl", "json") for f in
+                       glob.glob(os.path.join(root, "**", f"*.{ext}"), recursive=True))
+        if pattern:
+            files = [f for f in files if pattern in os.path.relpath(f, root).lower()]
+        elif any(split in os.path.basename(f) for f in files):
+            files = [f for f in files if split in os.path.basename(f)]
+    if not files:
+        raise SystemExit(f"data: no parquet/jsonl file in {path_or_repo!r}" + (f" matching {pattern!r}" if pattern
+                                                                                else ""))
+    rows = []
+    for f in files:
+        if f.endswith(".parquet"):
+            import pyarrow.parquet as pq
+            rows += pq.read_table(f).to_pylist()
+        else:
+            with open(f) as fh:
+                rows += [json.loads(line) for line in fh if line.strip()] if f.endswith(".jsonl") else json.load(fh)
+    return rows
+
+
+def _need(row, keys, where):
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise SystemExit(f"data: {where} lacks column(s) {missing}; it has {sorted(row)}")
+
+
+def _problem(row, where):
+    """One RL/eval row -> problem dict. Accepts the verl layout (prompt messages, data_source, reward_model
+    {ground_truth}) and a flat one (question/problem, answer, source, options)."""
+    if "prompt" in row and isinstance(row["prompt"], list):
+        _need(row, ["reward_model"], where)
+        msgs = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
+        return {"prompt_messages": msgs, "ground_truth": row["reward_model"]["ground_truth"],
+                "source": row.get("data_source", "math"), "id": str((row.get("extra_info") or {}).get("index", ""))}
+    q = next((k for k in ("question", "problem", "prompt") if k in row), None)
+    a = next((k for k in ("answer", "ground_truth", "solution") if k in row), None)
+    if q is None or a is None:
+        raise SystemExit(f"data: {where} needs a prompt list (verl layout) or question + answer columns; it has "
+                         f"{sorted(row)}")
+    source = row.get("data_source", row.get("source", "math"))
+    return {"prompt_messages": build_prompt_messages(row[q], source, row.get("options")), "ground_truth": row[a],
+            "source": source, "id": str(row.get("id", row.get("question_id", "")))}
+
+
+def load_rl_data(path_or_repo="Gen-Verse/Open-AgentRL-30K", split="train"):
+    rows = _read_table(path_or_repo, split)
+    return [_problem(r, path_or_repo) for r in rows]
+
+
+def load_sft_data(path_or_repo="Gen-Verse/Open-AgentRL-SFT-3K", split="train"):
+    rows = _read_table(path_or_repo, split)
+    _need(rows[0], ["messages"], path_or_repo)
+    out = []
+    for r in rows:
+        tools = r.get("tools") or TOOLS
+        out.append({"messages": json.loads(r["messages"]) if isinstance(r["messages"], str) else r["messages"],
+                    "tools": json.loads(tools) if isinstance(tools, str) else tools})
+    return out
+
+
+BENCHES = {"aime24": "aime24", "aime25": "aime25", "gpqa_diamond": "gpqa", "livecodebench": "livecodebench"}
+
+
+def load_eval_data(bench, path_or_repo=EVAL_REPO):
+    """Problems of one benchmark; "toy" is 200 fixed toy problems (a seed no training run uses by default)."""
+    if bench == "toy":
+        return toy_problems(200, seed=999_999)
+    if bench not in BENCHES:
+        raise SystemExit(f"eval: unknown bench {bench!r}; choose from toy, {', '.join(BENCHES)}")
+    rows = _read_table(path_or_repo, pattern=BENCHES[bench])
+    probs = [_problem(r, f"{path_or_repo} ({bench})") for r in rows]
+    for i, p in enumerate(probs):
+        p["id"] = p["id"] or f"{bench}-{i}"
+    return probs
 
 
 if __name__ == "__main__":

@@ -1,1 +1,320 @@
-"""rollout.py: inference engines and the tool-integrated-reasoning agent loop. Not implemented yet."""
+"""Rollouts: the tool-integrated-reasoning agent loop and the engines that sample for it.
+
+An episode is built token-in, token-out: the prompt ids from the chat template, then each assistant turn's ids
+exactly as sampled (mask 1, with the sampler's log-probs), then the ids of the tool-response turn (mask 0), which
+come from rendering the chat template once and taking the suffix. History is never re-rendered, so the ids the
+student sampled are the ids the student, the teacher and the loss see.
+
+Engines share one interface, `generate(prompts, max_new_tokens, temperature, top_p) -> [(ids, logprobs, finish)]`:
+`HFEngine` (transformers with a KV cache; CPU or GPU) and `VLLMEngine` (vLLM's offline `LLM` colocated with the
+trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to the
+trainer's.
+
+    python rollout.py --model toy:tiny --n 2          # sample a few toy episodes and print them
+"""
+
+import copy
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+import data
+
+# -----------------------------------------------------------------------------
+# Tool calls
+
+
+def parse_tool_calls(text):
+    """Hermes tool calls in an assistant turn -> [{"name", "arguments"}] or {"error": why} per malformed call, which
+    the model gets back as the tool response; [] when the turn calls nothing."""
+    calls = []
+    for m in re.finditer(r"<tool_call>(.*?)(</tool_call>|$)", text, re.S):
+        body, closed = m.group(1).strip(), m.group(2)
+        if not closed:
+            calls.append({"error": "unclosed <tool_call> tag: close every call with </tool_call>"})
+            continue
+        try:
+            obj = json.loads(body)
+        except json.JSONDecodeError as e:
+            calls.append({"error": f"the tool call is not valid JSON ({e.msg} at char {e.pos})"})
+            continue
+        if not isinstance(obj, dict):
+            calls.append({"error": 'a tool call must be a JSON object {"name": ..., "arguments": {...}}'})
+            continue
+        if obj.get("name") != data.TOOL_NAME:
+            calls.append({"error": f"unknown tool {obj.get('name')!r}; the only tool is {data.TOOL_NAME!r}"})
+            continue
+        args = obj.get("arguments")
+        if isinstance(args, str):  # some models send the arguments as a JSON string
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                pass
+        if not isinstance(args, dict):
+            calls.append({"error": 'the "arguments" of a tool call must be a JSON object like {"code": "..."}'})
+        elif not isinstance(args.get("code"), str):
+            calls.append({"error": 'code_interpreter needs a string argument "code"'})
+        else:
+            calls.append({"name": data.TOOL_NAME, "arguments": {"code": args["code"]}})
+    return calls
+
+
+def observation(call, result, max_chars):
+    """The text the model reads back for one call; `result` is a sandbox ExecResult (None for malformed calls)."""
+    if "error" in call:
+        text = f"Error: {call['error']}"
+    elif result.status == "ok":
+        text = result.stdout.rstrip() or "(no output)"
+    elif result.status == "timeout":
+        text = result.stdout + f"\nTimeoutError: the code ran longer than the time limit ({result.elapsed_s:.0f}s)"
+    else:
+        text = (result.stdout + "\n" + result.stderr).strip() or f"Error: execution {result.status}"
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n... [truncated {len(text) - max_chars} characters]"
+    return text
+
+
+def tool_response_ids(tok, contents):
+    """Token ids that follow an assistant turn's <|im_end|> and carry `contents` back as tool messages, up to the
+    next assistant generation prompt. Rendered once by diffing two renders of a dummy chat (the prefix property:
+    the longer render must extend the shorter one token for token)."""
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r"}]
+    base = tok.apply_chat_template(chat, tools=data.TOOLS, tokenize=True, return_dict=False)
+    full = tok.apply_chat_template(chat + [{"role": "tool", "content": c} for c in contents], tools=data.TOOLS,
+                                   add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert full[:len(base)] == base, "chat template breaks the prefix property: cannot append tool turns by ids"
+    end = max(i for i, t in enumerate(base) if t == tok.convert_tokens_to_ids("<|im_end|>"))
+    return full[end + 1:]
+
+# -----------------------------------------------------------------------------
+# Episodes and the agent loop
+
+
+@dataclass
+class Episode:
+    prompt_ids: list
+    ids: list  # prompt + response, exactly what the models score
+    mask: list  # 1 on sampled tokens (assistant turns with their <|im_end|>), 0 on prompt and tool output
+    sampler_logp: list  # the sampler's log-prob of each sampled token, 0.0 elsewhere
+    turns: list = field(default_factory=list)  # per assistant turn: text, calls, observations, statuses
+    num_turns: int = 0
+    num_tool_calls: int = 0
+    tool_errors: int = 0  # malformed calls and code that failed (error, memory, killed)
+    tool_timeouts: int = 0
+    overlong: bool = False
+    finish: str = ""  # answer | max_turns | length
+    response_text: str = ""
+    score: float | None = None
+    acc: bool | None = None
+    pred: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def response_len(self):
+        return len(self.ids) - len(self.prompt_ids)
+
+    @property
+    def step_ids(self):
+        """Assistant step (turn) index per token, -1 off the mask."""
+        out, k, prev = [], -1, 0
+        for m in self.mask:
+            k += m and not prev
+            out.append(k if m else -1)
+            prev = m
+        return out
+
+
+def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, max_obs_chars=2048,
+            temperature=1.0, top_p=1.0, execute=None, tool_timeout=10.0):
+    """One episode per prompt. Each turn, every active episode is sampled in one engine call, then all their tool
+    calls run concurrently; an episode ends on a turn without a tool call (its answer), at max_turns, or when the
+    response reaches max_response_len tokens (overlong)."""
+    if execute is None:
+        import sandbox
+        execute = sandbox.run_code
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eps = [Episode(list(p), list(p), [0] * len(p), [0.0] * len(p)) for p in prompt_ids_list]
+    active = list(range(len(eps)))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for turn in range(max_turns):
+            if not active:
+                break
+            outs = engine.generate([eps[i].ids for i in active], max(max_response_len - eps[i].response_len
+                                                                     for i in active), temperature, top_p)
+            pending = []
+            for i, (new, lps, _finish) in zip(active, outs):
+                ep, budget = eps[i], max_response_len - eps[i].response_len
+                new, lps = list(new[:budget]), list(lps[:budget])
+                ep.ids += new
+                ep.mask += [1] * len(new)
+                ep.sampler_logp += lps
+                ep.num_turns += 1
+                text = tokenizer.decode(new)
+                ep.turns.append({"text": text, "calls": [], "observations": [], "status": []})
+                if not new or new[-1] != im_end:  # cut by the length limit (or the engine's max tokens)
+                    ep.overlong, ep.finish = ep.response_len >= max_response_len, "length"
+                    continue
+                calls = parse_tool_calls(text)
+                if not calls:
+                    ep.finish = "answer"
+                elif turn == max_turns - 1:
+                    ep.finish = "max_turns"
+                else:
+                    pending.append((i, calls, [pool.submit(execute, c["arguments"]["code"], tool_timeout)
+                                               if "error" not in c else None for c in calls]))
+            active = []
+            for i, calls, futures in pending:
+                ep, obs = eps[i], []
+                for c, fut in zip(calls, futures):
+                    res = fut.result() if fut is not None else None
+                    status = "malformed" if res is None else res.status
+                    ep.num_tool_calls += 1
+                    ep.tool_errors += status not in ("ok", "timeout")
+                    ep.tool_timeouts += status == "timeout"
+                    obs.append(observation(c, res, max_obs_chars))
+                    ep.turns[-1]["calls"].append(c)
+                    ep.turns[-1]["status"].append(status)
+                ep.turns[-1]["observations"] = obs
+                obs_ids = tool_response_ids(tokenizer, obs)
+                if ep.response_len + len(obs_ids) >= max_response_len:  # no room to answer after the tool output
+                    ep.overlong, ep.finish = True, "length"
+                    continue
+                ep.ids += obs_ids
+                ep.mask += [0] * len(obs_ids)
+                ep.sampler_logp += [0.0] * len(obs_ids)
+                active.append(i)
+    for ep in eps:
+        ep.response_text = tokenizer.decode(ep.ids[len(ep.prompt_ids):])
+        assert len(ep.ids) == len(ep.mask) == len(ep.sampler_logp)
+    return eps
+
+
+def retokenize_drift(episodes, tokenizer):
+    """Share of episodes whose text would not re-encode to the same ids: what a re-rendering pipeline would
+    silently get wrong (and this one avoids by never re-rendering)."""
+    bad = sum(tokenizer.encode(tokenizer.decode(e.ids), add_special_tokens=False) != e.ids for e in episodes)
+    return bad / max(len(episodes), 1)
+
+# -----------------------------------------------------------------------------
+# Engines
+
+
+def sample_token(logits, temperature, top_p):
+    """Sample from (B, V) logits with temperature and nucleus (top-p) filtering; temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, -1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest prefix whose mass reaches top_p
+        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+    return torch.multinomial(probs, 1)[:, 0]
+
+
+class HFEngine:
+    """Batched sampling with transformers and a KV cache, on its own copy of the model (the trainer's copy is sharded
+    and changes under it); left padding with explicit position ids; stops each sequence at <|im_end|>."""
+
+    def __init__(self, model, tokenizer, device="cpu"):
+        self.model = copy.deepcopy(model).to(device).eval()
+        self.device, self.tok = torch.device(device), tokenizer
+        self.stop = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")}
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @torch.no_grad()
+    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
+        B, L = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((B, L), self.pad, dtype=torch.long)
+        attn = torch.zeros((B, L), dtype=torch.long)
+        for b, p in enumerate(prompts):
+            ids[b, L - len(p):], attn[b, L - len(p):] = torch.tensor(p), 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        new, lps, done = [[] for _ in range(B)], [[] for _ in range(B)], [False] * B
+        for _ in range(max_new_tokens):
+            logits = out.logits[:, -1].float()
+            tok = sample_token(logits, temperature, top_p)
+            lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None])[:, 0]  # raw logits: the trainer's view
+            for b, (t, v) in enumerate(zip(tok.tolist(), lp.tolist())):
+                if not done[b]:
+                    new[b].append(t)
+                    lps[b].append(v)
+                    done[b] = t in self.stop
+            if all(done):
+                break
+            attn = torch.cat([attn, attn.new_ones(B, 1)], 1)
+            pos = pos[:, -1:] + 1
+            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos,
+                             past_key_values=out.past_key_values, use_cache=True)
+        return [(n, lp, "stop" if n and n[-1] in self.stop else "length") for n, lp in zip(new, lps)]
+
+    def update_weights(self, named_tensors):
+        self.model.load_state_dict({k: v.to(self.device) for k, v in named_tensors}, strict=False)
+
+    def sleep(self):
+        pass
+
+    def wake_up(self):
+        pass
+
+
+class VLLMEngine:
+    """vLLM's offline `LLM` in the trainer's process (one engine per rank, `external_launcher`), sleeping while the
+    trainer works, weights pushed from the FSDP2 shards after every update."""
+
+    def __init__(self, model_path, tokenizer, seed=0, gpu_memory_utilization=0.75, max_model_len=23040):
+        import os
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: weights reachable
+        from vllm import LLM
+        self.tok = tokenizer
+        self.llm = LLM(model=model_path, dtype="bfloat16", seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                       max_model_len=max_model_len, enable_sleep_mode=True, enable_prefix_caching=True,
+                       distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+        self.stop = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+
+    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        sp = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, logprobs=0,
+                            stop_token_ids=self.stop, skip_special_tokens=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
+        res = []
+        for o in outs:
+            c = o.outputs[0]
+            lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]
+            res.append((list(c.token_ids), lps, "stop" if c.finish_reason == "stop" else "length"))
+        return res
+
+    def update_weights(self, named_tensors):
+        model = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
+        model.load_weights(weights=((k, v.to("cuda", non_blocking=True)) for k, v in named_tensors))
+
+    def sleep(self):
+        self.llm.sleep(level=1)
+
+    def wake_up(self):
+        self.llm.wake_up()
+
+
+def make_engine(backend, model_path, tokenizer, model=None, seed=0, gpu_memory_utilization=0.75,
+                max_model_len=23040):
+    """backend auto: vLLM on CUDA when it is installed, else transformers. Prints the choice."""
+    if backend == "auto":
+        import importlib.util
+        backend = "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+        why = "CUDA and vllm present" if backend == "vllm" else "no CUDA or no vllm installed"
+        print(f"rollout: {backend} engine ({why})", flush=True)
+    if backend == "vllm":
+        if not torch.cuda.is_available():
+            raise SystemExit("rollout: the vllm backend needs CUDA; use --backend hf")
+        return VLLMEngine(model_path, tokenizer, seed, gpu_memory_utilization, max_model_len)
+    if backend != "hf":
+        raise SystemExit(f"rollout: unknown backend {backend!r} (auto, hf, vllm)")
+    if model is None:
+        import common
+        model, _ = common.load_model(model_path)
+    return HFEngine(model, tokenizer, "cuda" if torch.cuda.is_available() else "cpu")

@@ -1,1 +1,438 @@
-"""train_sod.py: the SOD training loop with FSDP2. Not implemented yet."""
+"""SOD training: on-policy RL + step-wise distillation from a frozen teacher, for tool-integrated reasoning.
+
+Each step: sample `n` multi-turn rollouts per prompt with the student (its Python runs in the sandbox), grade them,
+score the sampled tokens with the student (old log-probs) and the teacher, build the advantage of `--algo`
+(grpo / opd / sod / gated, see sod_loss.py), run PPO-clip mini-batch updates, push the new weights to the rollout
+engine, log, dump sample trajectories, evaluate and checkpoint now and then.
+
+    python train_sod.py --config configs/toy.py                                    # CPU toy (after toy SFT)
+    python train_sod.py --config configs/toy.py --algo grpo --out_dir out/toy/grpo
+    torchrun --nproc_per_node=8 train_sod.py --config configs/qwen3_0.6b.py        # the paper's run
+    python train_sod.py --plot out/toy/sod                                         # curves -> out/toy/sod/curves.png
+"""
+
+import html
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import common
+import data
+import reward
+import rollout
+import sod_loss
+from common import print0
+
+
+@dataclass
+class Config:
+    # models and data
+    student: str = "toy:toy_student"  # HF dir / Hub id / run dir (latest checkpoint) / toy:<size>
+    teacher: str = "toy:toy_teacher"  # frozen teacher, same tokenizer as the student; unused by --algo grpo
+    data: str = "toy"  # RL prompts: "toy", a Hub dataset id or a local parquet/jsonl path
+    val_bench: str = "toy"  # validation benchmark for eval_every ("" = none): toy, aime24, aime25, ...
+    val_limit: int = 64  # validation problems (0 = all)
+    val_k: int = 4  # samples per validation problem
+    out_dir: str = "out/sod"  # checkpoints, metrics.jsonl, trajectory dumps
+    # algorithm (DESIGN §2)
+    algo: str = "sod"  # grpo | opd | sod | gated
+    opd_coef: float = 1.0  # c: weight of the distillation term in the advantage
+    sod_eps: float = 1e-6  # ε in the step weight
+    sod_delta: float = 0.2  # δ: step weights are capped at 1 + δ
+    beta_min: float = 0.0  # gated (legacy) only: gate range and slope
+    beta_max: float = 1.0
+    gamma: float = 1.0
+    clip_low: float = 0.2  # PPO ratio clip below 1
+    clip_high: float = 0.28  # PPO ratio clip above 1 (clip-higher)
+    # rollouts
+    backend: str = "auto"  # auto (vllm on CUDA when installed, else hf) | hf | vllm
+    prompts_per_step: int = 64  # global, split over ranks
+    n: int = 16  # rollouts per prompt (the GRPO group)
+    max_turns: int = 16  # assistant turns per episode
+    max_prompt_len: int = 2560  # longer prompts are dropped at load time
+    max_response_len: int = 20480  # response tokens per episode (tool outputs included)
+    max_obs_chars: int = 2048  # tool output shown to the model
+    temperature: float = 1.0
+    top_p: float = 1.0
+    val_temperature: float = 1.0
+    val_top_p: float = 0.6
+    sandbox_url: str | None = None  # None: local sandbox pool; else a SandboxFusion URL
+    tool_timeout: float = 10.0  # seconds per tool call
+    overlong_buffer: int = 1024  # DAPO overlong shaping
+    overlong_penalty: float = 1.0
+    gpu_memory_utilization: float = 0.75  # vLLM
+    # optimisation
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    mini_batch_prompts: int = 16  # global prompts per PPO update (prompts_per_step / this = updates per step)
+    ppo_epochs: int = 1
+    micro_batch_tokens: int = 16384  # tokens per forward/backward micro-batch (per rank)
+    logprob_chunk: int = 1024  # tokens per chunk of the log-softmax in token_logprobs
+    compile: bool = False  # per-block torch.compile
+    activation_checkpointing: bool = False
+    offload_teacher: bool = False  # keep the teacher's shards in CPU memory between uses (CUDA)
+    # loop
+    max_steps: int = 200
+    epochs: int = 1  # passes over the prompt set (the run stops at whichever limit comes first)
+    seed: int = 0
+    eval_every: int = 10  # 0 = never
+    save_every: int = 10  # 0 = only at the end
+    dump_every: int = 10  # sample trajectories as JSONL + HTML (0 = never)
+    dump_episodes: int = 8
+    resume: bool = False
+    wandb_project: str | None = None
+
+
+# -----------------------------------------------------------------------------
+# Helpers (pure, tested in tests/test_sod.py)
+
+def load_problems(spec, tok, max_prompt_len, limit=0, seed=0, bench=False):
+    """Problems with their prompt ids; prompts longer than max_prompt_len are dropped (count printed)."""
+    if bench:
+        probs = data.load_eval_data(spec)
+    else:
+        probs = data.toy_problems(2048, seed=seed) if spec == "toy" else data.load_rl_data(spec)
+    if limit:
+        probs = probs[:limit]
+    for p in probs:
+        p["prompt_ids"] = tok.apply_chat_template(p["prompt_messages"], tools=data.TOOLS, add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)
+    kept = [p for p in probs if len(p["prompt_ids"]) <= max_prompt_len]
+    print0(f"data: {spec}: {len(kept)} problems ({len(probs) - len(kept)} dropped as longer than {max_prompt_len})")
+    if not kept:
+        raise SystemExit(f"data: no usable problem in {spec!r}")
+    return kept
+
+
+def epoch_order(num, epoch, seed):
+    """The shuffled problem order of one epoch: a pure function of (seed, epoch), so resuming needs only a cursor."""
+    return np.random.default_rng([seed, epoch]).permutation(num).tolist()
+
+
+def batch_problems(problems, step, per_step, seed):
+    """The problems of global step `step` (1-based), walking epoch after epoch."""
+    start = (step - 1) * per_step
+    order = []
+    epoch = start // len(problems)
+    while len(order) < start % len(problems) + per_step:
+        order += epoch_order(len(problems), epoch, seed)
+        epoch += 1
+    return [problems[i] for i in order[start % len(problems):start % len(problems) + per_step]]
+
+
+def sample_episodes(engine, tok, problems, n, cfg, temperature, top_p, execute):
+    """n graded episodes per problem (grouped: problem i owns episodes i*n .. i*n+n-1)."""
+    prompts = [p["prompt_ids"] for p in problems for _ in range(n)]
+    eps = rollout.rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
+                          max_obs_chars=cfg.max_obs_chars, temperature=temperature, top_p=top_p, execute=execute,
+                          tool_timeout=cfg.tool_timeout)
+    for i, ep in enumerate(eps):
+        p = problems[i // n]
+        r = reward.compute_score(p["source"], ep.response_text, p["ground_truth"], ep.num_turns, ep.response_len,
+                                 cfg.max_response_len, cfg.overlong_buffer, cfg.overlong_penalty,
+                                 run=execute if p["source"] != "toy" else None)
+        ep.score, ep.acc, ep.pred = r["score"], r["acc"], r["pred"]
+    return eps
+
+
+def micro_batches(lengths, max_tokens):
+    """Greedy groups of sequence indices whose padded size (count x longest) fits max_tokens (one at least)."""
+    groups, cur, longest = [], [], 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if cur and (len(cur) + 1) * max(longest, lengths[i]) > max_tokens:
+            groups.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, lengths[i])
+    return groups + [cur] if cur else groups
+
+
+def pad(rows, value, dtype):
+    t = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=dtype)
+    for i, r in enumerate(rows):
+        t[i, :len(r)] = torch.as_tensor(r, dtype=dtype)
+    return t
+
+
+_NO_LOGITS = torch.empty(0, dtype=torch.long)  # logits_to_keep: skip the (B, T, V) lm_head output entirely
+
+
+def sequence_logprobs(model, ids, attn, chunk):
+    """log p(ids[:, t] | ids[:, <t]) for t >= 1, as (B, T-1) float32, from the final hidden states and the lm_head
+    weight (sod_loss.token_logprobs never builds (B, T, V) in fp32). Works on FSDP2 models: the root's params
+    (embeddings, norm, lm_head) stay unsharded between its forward and backward."""
+    out = model(input_ids=ids, attention_mask=attn, logits_to_keep=_NO_LOGITS.to(ids.device),
+                output_hidden_states=True, use_cache=False)
+    return sod_loss.token_logprobs(out.hidden_states[-1][:, :-1], model.lm_head.weight, ids[:, 1:], chunk)
+
+
+@torch.no_grad()
+def score(model, episodes, groups, dev, chunk):
+    """Per episode, the (len(ids)-1,) float32 log-probs of its tokens under `model` (no grad)."""
+    out = [None] * len(episodes)
+    for g in groups:
+        ids = pad([episodes[i].ids for i in g], 0, torch.long).to(dev)
+        attn = pad([[1] * len(episodes[i].ids) for i in g], 0, torch.long).to(dev)
+        lp = sequence_logprobs(model, ids, attn, chunk).float().cpu()
+        for j, i in enumerate(g):
+            out[i] = lp[j, :len(episodes[i].ids) - 1]
+    return out
+
+
+def html_page(step, episodes, tok, rows):
+    """A self-contained page: each token coloured by τ − s (red: the teacher finds it unlikely), each assistant
+    step boxed with its d_k and w_k, tool outputs in grey, reward on top."""
+    style = ("body{font:13px monospace;max-width:1100px;margin:auto} span{white-space:pre-wrap} .c{color:#888}"
+             ".s{border:1px solid #36c;margin:3px 0;padding:3px;border-radius:4px} .l{color:#36c;font-size:11px}"
+             ".ep{border-top:3px solid #000;margin-top:18px}")
+    parts = [f"<html><head><meta charset='utf-8'><title>step {step}</title><style>{style}</style></head><body>"
+             f"<h2>step {step}</h2><p>token colour: τ−s (teacher minus student log-prob of the sampled token); red: "
+             "the teacher finds the token unlikely. Grey: prompt and tool output (not trained).</p>"]
+    for ep, (adv, st) in zip(episodes, rows):
+        parts.append(f"<div class='ep'><b>score {ep.score:+.2f} acc {int(bool(ep.acc))} pred "
+                     f"{html.escape(str(ep.pred))}</b> · turns {ep.num_turns} · tool calls {ep.num_tool_calls} · "
+                     f"errors {ep.tool_errors} · finish {ep.finish} · advantage {adv:+.3f}</div>")
+        o = st["o"]
+        t, k, n = len(ep.prompt_ids), 0, len(ep.ids)
+        while t < n:
+            masked = ep.mask[t]
+            e = t
+            while e < n and ep.mask[e] == masked:
+                e += 1
+            if masked:
+                spans = []
+                for j in range(t, e):
+                    v = float(o[j - 1]) if j > 0 else 0.0
+                    a = min(abs(v) / 4.0, 1.0)
+                    rgb = f"220,40,40,{a:.2f}" if v < 0 else f"40,160,40,{a:.2f}"
+                    spans.append(f"<span style='background:rgba({rgb})' title='τ−s={v:+.3f}'>"
+                                 f"{html.escape(tok.decode([ep.ids[j]]))}</span>")
+                d, w = (st["d"][k], st["w"][k]) if k < len(st["d"]) else (float("nan"), float("nan"))
+                parts.append(f"<div class='s'><div class='l'>step {k + 1}: d={d:.4f} w={w:.3f}</div>{''.join(spans)}"
+                             "</div>")
+                k += 1
+            else:
+                parts.append(f"<div class='c'><span>{html.escape(tok.decode(ep.ids[t:e]))}</span></div>")
+            t = e
+    return "\n".join(parts + ["</body></html>"])
+
+
+def plot(out_dir):
+    """Training curves from out_dir/metrics.jsonl to out_dir/curves.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path = os.path.join(out_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise SystemExit(f"plot: no metrics.jsonl in {out_dir}")
+    rows = [json.loads(line) for line in open(path)]
+    keys = ["reward", "acc", "val/acc", "loss", "w_mean", "w_lt_half", "d_mean", "tool_calls", "tool_error_rate",
+            "response_len", "mismatch", "clip_frac"]
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig, axes = plt.subplots((len(keys) + 3) // 4, 4, figsize=(16, 3.2 * ((len(keys) + 3) // 4)), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None)
+        ax.set_title(k)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "curves.png"), dpi=100)
+    print(f"plot: {os.path.join(out_dir, 'curves.png')}")
+
+
+def quantiles(x, qs=(0.1, 0.5, 0.9)):
+    return [float(v) for v in np.quantile(x, qs)] if len(x) else [float("nan")] * len(qs)
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    cfg = common.parse_config(Config, argv)
+    assert cfg.algo in ("grpo", "opd", "sod", "gated"), f"--algo must be grpo, opd, sod or gated, not {cfg.algo!r}"
+    dist = common.init_dist()
+    try:
+        train(cfg, dist)
+    finally:
+        common.destroy_dist()
+
+
+def train(cfg, dist):
+    common.print_config(cfg)
+    if cfg.prompts_per_step % dist.world_size or cfg.mini_batch_prompts % dist.world_size \
+            or cfg.prompts_per_step % cfg.mini_batch_prompts:
+        raise SystemExit("config: prompts_per_step must be a multiple of mini_batch_prompts, both of the world size")
+    if cfg.overlong_buffer >= cfg.max_response_len:
+        raise SystemExit(f"config: overlong_buffer ({cfg.overlong_buffer}) must be below max_response_len "
+                         f"({cfg.max_response_len})")
+    common.set_seed(cfg.seed + dist.rank)
+    dev = dist.device
+
+    # models: the student (trained), its rollout engine (a separate copy / vLLM), the frozen teacher
+    ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
+    student, tok = common.load_model(os.path.join(ckpt, "model") if ckpt else cfg.student)
+    engine = rollout.make_engine(cfg.backend, os.path.join(ckpt, "model") if ckpt else cfg.student, tok,
+                                 model=student, seed=cfg.seed + dist.rank,
+                                 gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                 max_model_len=cfg.max_prompt_len + cfg.max_response_len)
+    student = common.wrap_fsdp(student, dist, compile=cfg.compile,
+                               activation_checkpointing=cfg.activation_checkpointing)
+    teacher = None
+    if cfg.algo != "grpo":  # GRPO never needs the teacher: it is not even loaded
+        teacher, teacher_tok = common.load_model(cfg.teacher)
+        if teacher_tok.get_vocab() != tok.get_vocab():
+            raise SystemExit("teacher: its tokenizer differs from the student's; on-policy distillation scores the "
+                             "student's own token ids with the teacher, so both must share one vocabulary")
+        teacher.requires_grad_(False).eval()
+        teacher = common.wrap_fsdp(teacher, dist, offload=cfg.offload_teacher)
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    start = common.load_checkpoint(ckpt, student, opt)["step"] if ckpt else 0
+
+    # data: each rank owns whole prompt groups, so GRPO statistics never cross ranks
+    problems = load_problems(cfg.data, tok, cfg.max_prompt_len, seed=cfg.seed)
+    val = load_problems(cfg.val_bench, tok, cfg.max_prompt_len, cfg.val_limit, bench=True) if cfg.val_bench else []
+    max_steps = min(cfg.max_steps, cfg.epochs * len(problems) // cfg.prompts_per_step)
+    execute = __import__("sandbox").make_executor(cfg.sandbox_url)
+    logger = common.MetricsLogger(cfg.out_dir, cfg, cfg.wandb_project)
+    per_rank = cfg.prompts_per_step // dist.world_size
+    print0(f"sod: algo {cfg.algo}, {max_steps} steps of {cfg.prompts_per_step} prompts x {cfg.n} rollouts, "
+           f"{cfg.prompts_per_step // cfg.mini_batch_prompts} updates per step, from step {start}")
+
+    for step in range(start + 1, max_steps + 1):
+        t_step, times, m = time.time(), {}, {}
+
+        # ---- eval (before the step, so step 1 reports the starting point)
+        if val and cfg.eval_every and (step - 1) % cfg.eval_every == 0:
+            t0 = time.time()
+            mine = val[dist.rank::dist.world_size]
+            eps = sample_episodes(engine, tok, mine, cfg.val_k, cfg, cfg.val_temperature, cfg.val_top_p, execute)
+            tot = common.all_reduce_sum(torch.tensor([sum(bool(e.acc) for e in eps), len(eps)], dtype=torch.float64))
+            m["val/acc"] = (tot[0] / tot[1]).item()
+            times["eval"] = time.time() - t0
+            print0(f"step {step:5d} | val acc@{cfg.val_k} {m['val/acc']:.4f} on {len(val)} {cfg.val_bench} problems")
+
+        # ---- rollouts with tool calls, graded
+        t0 = time.time()
+        batch = batch_problems(problems, step, cfg.prompts_per_step, cfg.seed)[dist.rank * per_rank:][:per_rank]
+        engine.wake_up()
+        eps = sample_episodes(engine, tok, batch, cfg.n, cfg, cfg.temperature, cfg.top_p, execute)
+        engine.sleep()
+        times["rollout"] = time.time() - t0
+
+        # ---- scoring: old log-probs (student) and teacher log-probs on the very same ids, by training forwards
+        t0 = time.time()
+        groups = micro_batches([len(e.ids) for e in eps], cfg.micro_batch_tokens)
+        old = score(student, eps, groups, dev, cfg.logprob_chunk)
+        tea = score(teacher, eps, groups, dev, cfg.logprob_chunk) if teacher is not None else old
+        times["score"] = time.time() - t0
+
+        # ---- advantages (the SOD part): padded (B, T-1) tensors aligned with the targets ids[:, 1:]
+        t0 = time.time()
+        mask = pad([e.mask[1:] for e in eps], 0, torch.float32)
+        old_t, tea_t = pad(old, 0.0, torch.float32), pad(tea, 0.0, torch.float32)
+        rewards = torch.tensor([e.score for e in eps], dtype=torch.float32)
+        adv = sod_loss.sod_advantages(rewards, cfg.n, old_t, tea_t, mask, algo=cfg.algo, opd_coef=cfg.opd_coef,
+                                      eps=cfg.sod_eps, delta=cfg.sod_delta, beta_min=cfg.beta_min,
+                                      beta_max=cfg.beta_max, gamma=cfg.gamma)
+        times["weights"] = time.time() - t0
+        stats = sod_loss.step_stats(old_t, tea_t, mask, eps=cfg.sod_eps, delta=cfg.sod_delta)
+
+        # ---- PPO updates: mini-batches of whole groups; each token-mean over the mini-batch's global token count
+        t0 = time.time()
+        student.train()
+        eps_per_mb = cfg.mini_batch_prompts // dist.world_size * cfg.n
+        loss_sum, clip_sum, kl_sum, tok_sum, gnorms = 0.0, 0.0, 0.0, 0.0, []
+        for _ in range(cfg.ppo_epochs):
+            for mb0 in range(0, len(eps), eps_per_mb):
+                mb = list(range(mb0, min(mb0 + eps_per_mb, len(eps))))
+                n_tok = common.all_reduce_sum(mask[mb].sum().reshape(1).double()).item()
+                for g in micro_batches([len(eps[i].ids) for i in mb], cfg.micro_batch_tokens):
+                    idx = [mb[j] for j in g]
+                    ids = pad([eps[i].ids for i in idx], 0, torch.long).to(dev)
+                    attn = pad([[1] * len(eps[i].ids) for i in idx], 0, torch.long).to(dev)
+                    T = ids.size(1) - 1
+                    lp = sequence_logprobs(student, ids, attn, cfg.logprob_chunk)
+                    loss, st = sod_loss.ppo_loss(lp, old_t[idx, :T].to(dev), adv[idx, :T].to(dev),
+                                                 mask[idx, :T].to(dev), cfg.clip_low, cfg.clip_high)
+                    (loss / max(n_tok / dist.world_size, 1.0)).backward()
+                    k = mask[idx, :T].sum().item()
+                    loss_sum, tok_sum = loss_sum + loss.item(), tok_sum + k
+                    clip_sum, kl_sum = clip_sum + float(st["clip_frac"]) * k, kl_sum + float(st["approx_kl"]) * k
+                gn = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)  # a DTensor under FSDP2
+                gnorms.append(float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn))
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        student.eval()
+        times["update"] = time.time() - t0
+
+        # ---- push the new weights to the rollout engine (collective: every rank gathers the full state dict)
+        t0 = time.time()
+        engine.update_weights(common.full_state_dict(student).items())
+        times["sync"] = time.time() - t0
+
+        # ---- telemetry: every number is reduced over ranks before rank 0 prints it
+        resp = mask.sum().item()
+        mism = sum(((o - torch.tensor(e.sampler_logp[1:len(o) + 1])) * torch.tensor(e.mask[1:len(o) + 1])).abs()
+                   .sum().item() for o, e in zip(old, eps))
+        agg = common.all_reduce_sum(torch.tensor([
+            len(eps), float(rewards.sum()), sum(bool(e.acc) for e in eps), loss_sum, clip_sum, kl_sum, tok_sum,
+            sum(e.num_tool_calls for e in eps), sum(e.tool_errors for e in eps), sum(e.tool_timeouts for e in eps),
+            sum(e.num_turns for e in eps), sum(e.response_len for e in eps), sum(e.overlong for e in eps), resp, mism,
+            float((stats["w"] < 0.5).sum()), float(len(stats["w"]))], dtype=torch.float64)).tolist()
+        N, calls = agg[0], max(agg[7], 1.0)
+        d_q, w_q = quantiles(stats["d"].numpy()), quantiles(stats["w"].numpy())  # rank 0's steps (a sample)
+        m.update(reward=agg[1] / N, acc=agg[2] / N, loss=agg[3] / max(agg[6], 1), clip_frac=agg[4] / max(agg[6], 1),
+                 approx_kl=agg[5] / max(agg[6], 1), tool_calls=agg[7] / N, tool_error_rate=agg[8] / calls,
+                 tool_timeout_rate=agg[9] / calls, turns=agg[10] / N, response_len=agg[11] / N, overlong=agg[12] / N,
+                 mismatch=agg[14] / max(agg[13], 1), w_lt_half=agg[15] / max(agg[16], 1),
+                 d_mean=float(stats["d"].mean()) if len(stats["d"]) else 0.0, d_q=d_q,
+                 w_mean=float(stats["w"].mean()) if len(stats["w"]) else 1.0, w_q=w_q,
+                 grad_norm=float(np.mean(gnorms)), **{f"time/{k}": v for k, v in times.items()},
+                 step_time=time.time() - t_step)
+        logger.log(step, m)
+        print0(f"step {step:5d} | reward {m['reward']:+.3f} acc {m['acc']:.3f} | loss {m['loss']:+.4f} clip "
+               f"{m['clip_frac']:.3f} | d {m['d_mean']:.3f} w {m['w_mean']:.3f} (q10 {w_q[0]:.2f}) w<.5 "
+               f"{m['w_lt_half']:.3f} | tools {m['tool_calls']:.2f} err {m['tool_error_rate']:.2f} turns "
+               f"{m['turns']:.2f} len {m['response_len']:.0f} overlong {m['overlong']:.2f} | mismatch "
+               f"{m['mismatch']:.4f} | " + " ".join(f"{k} {v:.1f}s" for k, v in times.items()))
+
+        # ---- trajectory dump (rank 0's episodes): JSONL for analysis, HTML for reading
+        if dist.is_main and cfg.dump_every and (step % cfg.dump_every == 0 or step == 1):
+            dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok, sod_loss.grpo_advantages(rewards, cfg.n), old,
+                 tea, stats)
+
+        # ---- checkpoint
+        if (cfg.save_every and step % cfg.save_every == 0) or step == max_steps:
+            common.save_checkpoint(cfg.out_dir, step, student, tok, opt, cfg, {"cursor": step * cfg.prompts_per_step})
+
+
+def dump(out_dir, step, eps, tok, grpo_adv, old, tea, stats):
+    """Write out_dir/samples/step_XXXXXX.{jsonl,html} for the given episodes (rank 0's first few)."""
+    os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
+    rows = []
+    for i in range(len(eps)):
+        steps = stats["row"] == i
+        rows.append((float(grpo_adv[i]), {"o": (tea[i] - old[i]).tolist(), "d": stats["d"][steps].tolist(),
+                                          "w": stats["w"][steps].tolist()}))
+    base = os.path.join(out_dir, "samples", f"step_{step:06d}")
+    with open(base + ".jsonl", "w") as f:
+        for e, (a, st) in zip(eps, rows):
+            f.write(json.dumps({"step": step, "score": e.score, "acc": bool(e.acc), "pred": e.pred, "advantage": a,
+                                "num_turns": e.num_turns, "num_tool_calls": e.num_tool_calls, "finish": e.finish,
+                                "text": e.response_text, "turns": e.turns, "d": st["d"], "w": st["w"]}) + "\n")
+    with open(base + ".html", "w") as f:
+        f.write(html_page(step, eps, tok, rows))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--plot":
+        plot(sys.argv[2])
+    else:
+        main()

@@ -1,0 +1,28 @@
+# SOD on the built-in toy task, CPU, a few minutes (toy.sh runs the whole pipeline).
+#   python train_sod.py --config configs/toy.py [--algo grpo|opd|sod] [--seed 1] [--out_dir out/toy/sod]
+student = "out/toy/student_sft"  # toy SFT outputs (configs/toy_sft.py)
+teacher = "out/toy/teacher_sft"
+data = "toy"
+val_bench = "toy"
+val_limit = 64
+val_k = 1
+val_temperature = 1.0
+val_top_p = 1.0
+out_dir = "out/toy/sod"
+algo = "sod"
+backend = "hf"
+prompts_per_step = 16
+n = 4
+mini_batch_prompts = 8
+max_turns = 4
+max_prompt_len = 2048
+max_response_len = 256
+max_obs_chars = 256
+tool_timeout = 5.0
+overlong_buffer = 32
+lr = 1e-4
+micro_batch_tokens = 16384
+max_steps = 20
+eval_every = 10
+save_every = 10
+dump_every = 10

@@ -1,0 +1,117 @@
+"""train_sod.py: data order, micro-batching, log-probs through FSDP2, and whole toy steps (1 and 2 processes)."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+import train_sod
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_batch_problems_walks_epochs_without_repeats():
+    probs = list(range(10))
+    seen = [train_sod.batch_problems(probs, step, 4, seed=3) for step in range(1, 6)]  # 20 draws = 2 epochs
+    flat = [x for b in seen for x in b]
+    assert sorted(flat[:10]) == probs and sorted(flat[10:20]) == probs  # each epoch is a permutation
+    assert flat[:10] != flat[10:20]  # reshuffled per epoch
+    assert seen == [train_sod.batch_problems(probs, step, 4, seed=3) for step in range(1, 6)]  # pure: resumable
+    assert train_sod.batch_problems(probs, 1, 4, seed=4) != seen[0]
+
+
+def test_micro_batches_fit_budget_and_cover_everything():
+    lengths = [5, 30, 7, 7, 12, 50, 1, 3]
+    groups = train_sod.micro_batches(lengths, 40)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 40
+    assert [5] in groups  # the 50-token sequence alone (over budget, still one group)
+
+
+def test_sequence_logprobs_match_full_logits_under_fsdp():
+    import common
+    import data
+    dist = common.init_dist("cpu")
+    try:
+        tok = data.make_toy_tokenizer()
+        ref = data.tiny_qwen3(tok, "tiny", seed=1)
+        model = common.wrap_fsdp(data.tiny_qwen3(tok, "tiny", seed=1), dist)
+        ids = torch.randint(3, len(tok), (3, 17))
+        attn = torch.ones_like(ids)
+        attn[1, 11:] = 0  # right padding
+        lp = train_sod.sequence_logprobs(model, ids, attn, chunk=5)
+        logits = ref(input_ids=ids, attention_mask=attn).logits.float()
+        want = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+        assert lp.shape == (3, 16)
+        assert torch.allclose(lp[0], want[0], atol=1e-5) and torch.allclose(lp[1, :10], want[1, :10], atol=1e-5)
+        (lp[0].sum() + lp[1, :10].sum()).backward()  # gradients reach the sharded params, root ones included
+        (want[0].sum() + want[1, :10].sum()).backward()
+        for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+            assert torch.allclose(p.grad.full_tensor(), q.grad, atol=1e-5), name
+    finally:
+        common.destroy_dist()
+
+
+# -----------------------------------------------------------------------------
+# Whole toy steps through train_sod.main (a subprocess each: the script owns its process group)
+
+WORKER = os.path.join(ROOT, "tests", "sod_worker.py")
+TOY = ["--student", "toy:tiny", "--teacher", "toy:toy_student", "--data", "toy", "--val_bench", "",
+       "--prompts_per_step", "2", "--n", "2", "--mini_batch_prompts", "1", "--max_turns", "3",
+       "--max_response_len", "96", "--max_prompt_len", "4096", "--lr", "1e-3", "--save_every", "1",
+       "--dump_every", "1", "--micro_batch_tokens", "4096", "--tool_timeout", "5", "--overlong_buffer", "16"]
+
+
+def run_sod(out, *extra, nproc=1, scripted=True):
+    args = [WORKER, *(["--scripted"] if scripted else []), "--", "--out_dir", str(out), *TOY, *extra]
+    cmd = [sys.executable, *args] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))], r.stdout
+
+
+def test_toy_steps_with_tool_calls(tmp_path):
+    from transformers import AutoModelForCausalLM
+    rows, log = run_sod(tmp_path, "--max_steps", "2")
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:  # the script: one successful tool call, then an answer
+        assert r["tool_calls"] == 1.0 and r["tool_error_rate"] == 0.0 and r["turns"] == 2.0
+        assert -1.0 <= r["reward"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
+        assert 0.0 < r["w_mean"] <= 1.2 and 0.0 <= r["w_lt_half"] <= 1.0 and r["d_mean"] > 0.0
+    assert rows[0]["mismatch"] < 1e-4  # the sampler's log-probs are the trainer's: ids and masks line up
+    assert rows[1]["mismatch"] < 1e-4  # the engine got the updated weights
+    assert "step     2 | reward" in log
+    html = open(tmp_path / "samples" / "step_000002.html").read()
+    assert "step 1: d=" in html and "step 2: d=" in html and "&lt;tool_response&gt;" in html
+    sample = json.loads(open(tmp_path / "samples" / "step_000002.jsonl").readline())
+    assert sample["turns"][0]["calls"] == [{"name": "code_interpreter", "arguments": {"code": "print(2 + 3)"}}]
+    assert sample["turns"][0]["observations"] == ["5"] and len(sample["w"]) == 2 and sample["w"][0] == 1.0
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "step_000001" / "model")
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "step_000002" / "model")
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # the update moved weights
+
+
+def test_resume_reproduces_next_step(tmp_path):
+    full, _ = run_sod(tmp_path / "full", "--max_steps", "2")
+    run_sod(tmp_path / "split", "--max_steps", "1")
+    split, log = run_sod(tmp_path / "split", "--max_steps", "2", "--resume")
+    assert "resume:" in log
+    assert [r["step"] for r in split] == [1, 2]
+    for k in ("loss", "reward", "clip_frac", "w_mean", "d_mean"):
+        assert split[1][k] == full[1][k], k
+
+
+def test_grpo_never_loads_the_teacher(tmp_path):
+    rows, log = run_sod(tmp_path, "--max_steps", "1", "--algo", "grpo", "--teacher", "/nonexistent/teacher")
+    assert rows[0]["d_mean"] == 0.0 and rows[0]["w_mean"] == 1.0  # no teacher: τ = s
+
+
+def test_two_processes_real_engine(tmp_path):
+    rows, log = run_sod(tmp_path, "--max_steps", "1", "--max_response_len", "24", "--mini_batch_prompts", "2",
+                        nproc=2, scripted=False)
+    assert "dist: world 2" in log and rows[0]["step"] == 1
+    assert os.path.isdir(tmp_path / "step_000001" / "model")
