@@ -25,6 +25,7 @@ import common
 import data
 import reward
 import rollout
+import sandbox
 import sod_loss
 from common import print0
 
@@ -256,7 +257,8 @@ def quantiles(x, qs=(0.1, 0.5, 0.9)):
 
 def main(argv=None):
     cfg = common.parse_config(Config, argv)
-    assert cfg.algo in ("grpo", "opd", "sod", "gated"), f"--algo must be grpo, opd, sod or gated, not {cfg.algo!r}"
+    if cfg.algo not in sod_loss.ALGOS:
+        raise SystemExit(f"config: --algo must be one of {', '.join(sod_loss.ALGOS)}, not {cfg.algo!r}")
     dist = common.init_dist()
     try:
         train(cfg, dist)
@@ -299,7 +301,7 @@ def train(cfg, dist):
     problems = load_problems(cfg.data, tok, cfg.max_prompt_len, seed=cfg.seed)
     val = load_problems(cfg.val_bench, tok, cfg.max_prompt_len, cfg.val_limit, bench=True) if cfg.val_bench else []
     max_steps = min(cfg.max_steps, cfg.epochs * len(problems) // cfg.prompts_per_step)
-    execute = __import__("sandbox").make_executor(cfg.sandbox_url)
+    execute = sandbox.make_executor(cfg.sandbox_url)
     logger = common.MetricsLogger(cfg.out_dir, cfg, cfg.wandb_project)
     per_rank = cfg.prompts_per_step // dist.world_size
     print0(f"sod: algo {cfg.algo}, {max_steps} steps of {cfg.prompts_per_step} prompts x {cfg.n} rollouts, "
