@@ -14,20 +14,17 @@ TAIL = 20_000  # characters of the response the graders look at: answers are at 
 
 
 def extract_boxed(text):
-    """Content of the last \\boxed{...} (balanced braces), or None."""
+    """Content of the last \\boxed{...}, or None when there is none or its braces never close (one linear scan)."""
     text = text[-TAIL:]
-    start = text.rfind("\\boxed")
-    while start != -1:
-        i = start + len("\\boxed")
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            for j in range(i, len(text)):
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
-                if depth == 0:
-                    return text[i + 1:j]
-        start = text.rfind("\\boxed", 0, start)
+    starts = list(re.finditer(r"\\boxed\s*\{", text))
+    if not starts:
+        return None
+    m = starts[-1]
+    depth = 1
+    for j in range(m.end(), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[m.end():j]
     return None
 
 
