@@ -201,7 +201,8 @@ def toy_problems(n, seed):
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        a, b, c = rng.randint(100, 9999), rng.randint(10, 999), rng.randint(100, 9999)
+        # fixed widths: every number sits at a fixed offset in the prompt, which tiny models learn to copy from
+        a, b, c = rng.randint(1000, 9999), rng.randint(100, 999), rng.randint(1000, 9999)
         if rng.random() < 0.5:
             q, gt, kind = f"What is {a} * {b}?", a * b, "mul"
         else:

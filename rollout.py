@@ -10,10 +10,12 @@ Engines share one interface, `generate(prompts, max_new_tokens, temperature, top
 trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to the
 trainer's.
 
-    python rollout.py --model toy:tiny --n 2          # sample a few toy episodes and print them
+    python rollout.py --model out/toy_sft --n 4        # roll out a few toy problems with a trained model, print them
+    python rollout.py --model Qwen/Qwen3-0.6B --backend vllm --n 2 --max_response_len 4096   # on one GPU
 """
 
 import copy
+import inspect
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+import common
 import data
 
 # -----------------------------------------------------------------------------
@@ -105,7 +108,7 @@ class Episode:
     tool_errors: int = 0  # malformed calls and code that failed (error, memory, killed)
     tool_timeouts: int = 0
     overlong: bool = False
-    finish: str = ""  # answer | max_turns | length
+    finish: str = ""  # answer (a turn without a tool call) | max_turns | length
     response_text: str = ""
     score: float | None = None
     acc: bool | None = None
@@ -136,6 +139,7 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
         import sandbox
         execute = sandbox.run_code
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     eps = [Episode(list(p), list(p), [0] * len(p), [0.0] * len(p)) for p in prompt_ids_list]
     active = list(range(len(eps)))
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -154,11 +158,11 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
                 ep.num_turns += 1
                 text = tokenizer.decode(new)
                 ep.turns.append({"text": text, "calls": [], "observations": [], "status": []})
-                if not new or new[-1] != im_end:  # cut by the length limit (or the engine's max tokens)
+                if not new or new[-1] not in (im_end, eos):  # cut by the length limit (or the engine's max tokens)
                     ep.overlong, ep.finish = ep.response_len >= max_response_len, "length"
                     continue
                 calls = parse_tool_calls(text)
-                if not calls:
+                if not calls or new[-1] == eos:  # a turn that ends the document ends the episode: nothing to append to
                     ep.finish = "answer"
                 elif turn == max_turns - 1:
                     ep.finish = "max_turns"
@@ -209,23 +213,26 @@ def sample_token(logits, temperature, top_p):
     probs = torch.softmax(logits.float() / temperature, -1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest prefix whose mass reaches top_p
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # keep the smallest prefix whose mass reaches top_p
         probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
     return torch.multinomial(probs, 1)[:, 0]
 
 
 class HFEngine:
     """Batched sampling with transformers and a KV cache, on its own copy of the model (the trainer's copy is sharded
-    and changes under it); left padding with explicit position ids; stops each sequence at <|im_end|>."""
+    and changes under it); left padding with explicit position ids; stops each sequence at <|im_end|> (or eos)."""
 
     def __init__(self, model, tokenizer, device="cpu"):
         self.model = copy.deepcopy(model).to(device).eval()
         self.device, self.tok = torch.device(device), tokenizer
         self.stop = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")}
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # the KV-cache argument of forward() was renamed past_key_values -> cache within transformers 5.x
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     @torch.no_grad()
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
+        from transformers import DynamicCache
         B, L = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((B, L), self.pad, dtype=torch.long)
         attn = torch.zeros((B, L), dtype=torch.long)
@@ -233,10 +240,12 @@ class HFEngine:
             ids[b, L - len(p):], attn[b, L - len(p):] = torch.tensor(p), 1
         ids, attn = ids.to(self.device), attn.to(self.device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        kv = {self.cache_arg: DynamicCache(config=self.model.config)}  # filled in place by every forward
+        logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
+                            **kv).logits[:, -1]
         new, lps, done = [[] for _ in range(B)], [[] for _ in range(B)], [False] * B
         for _ in range(max_new_tokens):
-            logits = out.logits[:, -1].float()
+            logits = logits.float()
             tok = sample_token(logits, temperature, top_p)
             lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None])[:, 0]  # raw logits: the trainer's view
             for b, (t, v) in enumerate(zip(tok.tolist(), lp.tolist())):
@@ -248,12 +257,15 @@ class HFEngine:
                 break
             attn = torch.cat([attn, attn.new_ones(B, 1)], 1)
             pos = pos[:, -1:] + 1
-            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos,
-                             past_key_values=out.past_key_values, use_cache=True)
+            logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, use_cache=True,
+                                **kv).logits[:, -1]
         return [(n, lp, "stop" if n and n[-1] in self.stop else "length") for n, lp in zip(new, lps)]
 
     def update_weights(self, named_tensors):
-        self.model.load_state_dict({k: v.to(self.device) for k, v in named_tensors}, strict=False)
+        """Load (a subset of) the weights by HF parameter name; a name the model lacks is an error, not a no-op."""
+        res = self.model.load_state_dict({k: v.to(self.device) for k, v in named_tensors}, strict=False)
+        if res.unexpected_keys:
+            raise KeyError(f"rollout: weights the engine's model does not have: {res.unexpected_keys[:5]}")
 
     def sleep(self):
         pass
@@ -263,8 +275,14 @@ class HFEngine:
 
 
 class VLLMEngine:
-    """vLLM's offline `LLM` in the trainer's process (one engine per rank, `external_launcher`), sleeping while the
-    trainer works, weights pushed from the FSDP2 shards after every update."""
+    """vLLM's offline `LLM` in the trainer's process (one engine per rank, `external_launcher`: each rank samples its
+    own prompts, so its seed differs per rank), asleep while the trainer works, weights pushed after every update.
+
+    Written against vLLM 0.33's public API: `LLM(..., enable_sleep_mode=True)`, `llm.sleep(level=1)` (weights parked
+    in CPU memory, KV cache dropped), `llm.wake_up(tags=[...])` ("weights" and "kv_cache" can be woken separately),
+    `llm.apply_model(fn)` (runs fn on the model inside the worker; with the engine core in this process the closure
+    and the tensors are not serialised) and `llm.reset_prefix_cache()`. Sampled-token log-probs come from
+    `logprobs_mode="raw_logprobs"`: the log-softmax of the unprocessed logits, like the trainer's."""
 
     def __init__(self, model_path, tokenizer, seed=0, gpu_memory_utilization=0.75, max_model_len=23040):
         import os
@@ -273,8 +291,10 @@ class VLLMEngine:
         self.tok = tokenizer
         self.llm = LLM(model=model_path, dtype="bfloat16", seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_sleep_mode=True, enable_prefix_caching=True,
+                       logprobs_mode="raw_logprobs", generation_config="vllm",  # no sampling defaults from the model
                        distributed_executor_backend="external_launcher", tensor_parallel_size=1)
         self.stop = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+        self.asleep = set()  # which of "weights", "kv_cache" are released
 
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
         from vllm import SamplingParams
@@ -285,36 +305,85 @@ class VLLMEngine:
         res = []
         for o in outs:
             c = o.outputs[0]
-            lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]
+            lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]  # logprobs=0: just the sampled token
             res.append((list(c.token_ids), lps, "stop" if c.finish_reason == "stop" else "length"))
         return res
 
     def update_weights(self, named_tensors):
-        model = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
-        model.load_weights(weights=((k, v.to("cuda", non_blocking=True)) for k, v in named_tensors))
+        if "weights" in self.asleep:  # waking later would restore the parked (old) weights over the new ones
+            self.llm.wake_up(tags=["weights"])
+            self.asleep.discard("weights")
+        weights = ((k, v.to("cuda", non_blocking=True)) for k, v in named_tensors)
+        self.llm.apply_model(lambda model: model.load_weights(weights))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
 
     def sleep(self):
         self.llm.sleep(level=1)
+        self.asleep = {"weights", "kv_cache"}
 
     def wake_up(self):
-        self.llm.wake_up()
+        if self.asleep:
+            self.llm.wake_up(tags=sorted(self.asleep))
+            self.asleep = set()
 
 
 def make_engine(backend, model_path, tokenizer, model=None, seed=0, gpu_memory_utilization=0.75,
                 max_model_len=23040):
-    """backend auto: vLLM on CUDA when it is installed, else transformers. Prints the choice."""
+    """backend hf, vllm, or auto (vLLM on CUDA when it is installed, else transformers). Prints the choice. The HF
+    engine samples from `model` (copied) or loads `model_path`; vLLM always loads `model_path`."""
+    why = "asked for"
     if backend == "auto":
         import importlib.util
         backend = "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
-        why = "CUDA and vllm present" if backend == "vllm" else "no CUDA or no vllm installed"
-        print(f"rollout: {backend} engine ({why})", flush=True)
-    if backend == "vllm":
-        if not torch.cuda.is_available():
-            raise SystemExit("rollout: the vllm backend needs CUDA; use --backend hf")
-        return VLLMEngine(model_path, tokenizer, seed, gpu_memory_utilization, max_model_len)
-    if backend != "hf":
+        why = "auto: CUDA and vllm present" if backend == "vllm" else "auto: no CUDA or no vllm installed"
+    if backend not in ("hf", "vllm"):
         raise SystemExit(f"rollout: unknown backend {backend!r} (auto, hf, vllm)")
+    if backend == "vllm" and not torch.cuda.is_available():
+        raise SystemExit("rollout: the vllm backend needs CUDA; use --backend hf")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"rollout: {backend} engine ({why}){'' if backend == 'vllm' else ' on ' + device}", flush=True)
+    if backend == "vllm":
+        return VLLMEngine(model_path, tokenizer, seed, gpu_memory_utilization, max_model_len)
     if model is None:
-        import common
         model, _ = common.load_model(model_path)
-    return HFEngine(model, tokenizer, "cuda" if torch.cuda.is_available() else "cpu")
+    return HFEngine(model, tokenizer, device)
+
+# -----------------------------------------------------------------------------
+# Command line: roll out a few toy problems and print them
+
+
+@dataclass
+class Config:
+    model: str = "toy:tiny"  # HF model dir / Hub id / run dir / toy:<size> (a random tiny model)
+    backend: str = "auto"  # auto | hf | vllm
+    n: int = 2  # toy problems to roll out
+    max_turns: int = 4  # assistant turns per episode
+    max_response_len: int = 256  # response tokens per episode (tool output included)
+    max_obs_chars: int = 2048  # characters of tool output shown to the model
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling mass
+    seed: int = 0  # problems and sampling
+    sandbox_url: str = "local"  # local | http(s)://host:port of a SandboxFusion server
+
+
+def main(argv=None):
+    import sandbox
+    cfg = common.parse_config(Config, argv)
+    common.set_seed(cfg.seed)
+    model, tok = common.load_model(cfg.model)
+    engine = make_engine(cfg.backend, cfg.model, tok, model=model, seed=cfg.seed,
+                         max_model_len=1024 + cfg.max_response_len)
+    problems = data.toy_problems(cfg.n, cfg.seed)
+    prompts = [tok.apply_chat_template(p["prompt_messages"], tools=data.TOOLS, add_generation_prompt=True,
+                                       tokenize=True, return_dict=False) for p in problems]
+    eps = rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
+                  max_obs_chars=cfg.max_obs_chars, temperature=cfg.temperature, top_p=cfg.top_p,
+                  execute=sandbox.make_executor(cfg.sandbox_url))
+    for p, ep in zip(problems, eps):
+        print(f"\n=== {p['question']} (answer {p['ground_truth']}) | {ep.num_turns} turns, {ep.num_tool_calls} calls "
+              f"({ep.tool_errors} errors), {ep.response_len} tokens, finish {ep.finish}\n{ep.response_text}")
+    print(f"\nre-tokenization drift: {retokenize_drift(eps, tok):.2f} of episodes")
+
+
+if __name__ == "__main__":
+    main()

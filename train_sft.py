@@ -29,7 +29,7 @@ class Config:
     out_dir: str = "out/sft"
     max_length: int = 32768  # tokens per conversation
     truncate: bool = False  # longer conversations: truncate (True) or drop (False)
-    packing: bool = True  # pack conversations into micro-batches (False: one padded row per conversation)
+    packing: bool = True  # pack conversations into rows (False: pad each conversation to the micro-batch's longest)
     batch_size: int = 128  # conversations per optimizer step (global)
     micro_batch_tokens: int = 32768  # tokens per forward/backward on one rank
     epochs: int = 5
@@ -86,11 +86,28 @@ def pack(docs, max_tokens):
     return rows + [cur] if cur else rows
 
 
-def collate(rows, packing):
+def pad_groups(docs, max_tokens):
+    """The padded alternative to pack: groups of docs (in order), one row each, count x longest <= max_tokens."""
+    groups, cur, longest = [], [], 0
+    for d in docs:
+        if cur and (len(cur) + 1) * max(longest, len(d[0])) > max_tokens:
+            groups.append(cur)
+            cur, longest = [], 0
+        cur.append(d)
+        longest = max(longest, len(d[0]))
+    return groups + [cur] if cur else groups
+
+
+def micro_batches(docs, max_tokens, packing):
+    """Lists of rows of docs: one packed row per micro-batch, or a padded group of one-doc rows."""
+    if packing:
+        return [[row] for row in pack(docs, max_tokens)]
+    return [[[d] for d in g] for g in pad_groups(docs, max_tokens)]
+
+
+def collate(rows):
     """Rows of docs -> input_ids, labels (-100 off the loss mask, already shifted: labels[t] = target of t),
-    position_ids (restarting per doc) and a (B, 1, T, T) boolean block-diagonal causal mask."""
-    if not packing:
-        rows = [[d] for r in rows for d in r]
+    position_ids (restarting per doc) and a (B, 1, T, T) boolean block-diagonal causal mask (padding excluded)."""
     T = max(sum(len(d[0]) for d in r) for r in rows)
     B = len(rows)
     ids = torch.zeros(B, T, dtype=torch.long)
@@ -181,14 +198,14 @@ def train(cfg, dist):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, cfg)
         loss_sum, seen = 0.0, 0
-        for row in pack(mine, cfg.micro_batch_tokens) if cfg.packing else [[d] for d in mine]:
-            ids, labels, pos, attn = (x.to(dist.device) for x in collate([row], cfg.packing))
+        for rows in micro_batches(mine, cfg.micro_batch_tokens, cfg.packing):
+            ids, labels, pos, attn = (x.to(dist.device) for x in collate(rows))
             out = model(input_ids=ids, position_ids=pos, attention_mask=None if varlen else attn, use_cache=False)
             nll = torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(),
                                                     ignore_index=-100, reduction="sum")
             (nll / (n_tok / dist.world_size)).backward()  # FSDP averages over ranks: a global token mean
             loss_sum += nll.item()
-            seen += ids.numel()
+            seen += int((pos > 0).sum()) + sum(len(r) for r in rows)  # real tokens, not padding
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -5,7 +5,7 @@
 #   python train_sft.py --config configs/toy_sft.py --model toy:toy_student --out_dir out/toy/student_sft \
 #       --max_steps 40
 data = "toy"
-toy_n = 4000
+toy_n = 2000
 max_length = 1024
 packing = True
 batch_size = 16

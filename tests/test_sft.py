@@ -52,7 +52,7 @@ def test_packed_logits_equal_alone():
     model = data.tiny_qwen3(tok, "tiny", seed=2).eval()
     docs = [train_sft.tokenize_conversation(tok, c["messages"], c["tools"])
             for c in data.toy_sft_conversations(3, seed=5)]
-    ids, labels, pos, attn = train_sft.collate([docs], packing=True)
+    ids, labels, pos, attn = train_sft.collate([docs])
     assert ids.shape[0] == 1
     with torch.no_grad():
         packed = model(input_ids=ids, position_ids=pos, attention_mask=attn).logits[0]
@@ -67,10 +67,18 @@ def test_packed_logits_equal_alone():
             t += len(d_ids)
 
 
-def test_pack_respects_budget_and_order():
+def test_pack_and_pad_groups_respect_budget_and_order():
     docs = [([0] * n, [0] * n) for n in (5, 3, 4, 9, 1)]
-    rows = train_sft.pack(docs, 8)
-    assert [[len(d[0]) for d in r] for r in rows] == [[5, 3], [4], [9], [1]]
+    assert [[len(d[0]) for d in r] for r in train_sft.pack(docs, 8)] == [[5, 3], [4], [9], [1]]
+    assert [[len(d[0]) for d in g] for g in train_sft.pad_groups(docs, 10)] == [[5, 3], [4], [9], [1]]
+    assert [[len(d[0]) for d in g] for g in train_sft.pad_groups(docs, 15)] == [[5, 3, 4], [9], [1]]
+
+
+def test_padded_rows_mask_out_padding():
+    docs = [([5, 6, 7], [0, 1, 1]), ([8, 9], [0, 1])]
+    ids, labels, pos, attn = train_sft.collate([[d] for d in docs])
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 0]] and labels.tolist() == [[6, 7, -100], [9, -100, -100]]
+    assert attn[1, 0, 1].tolist() == [True, True, False] and attn[1, 0, 2].tolist() == [False, False, True]
 
 
 def run(out, *extra, nproc=1):
