@@ -162,6 +162,7 @@ def main(argv=None):
     dist = common.init_dist()
     try:
         train(cfg, dist)
+        torch.distributed.barrier()  # no rank tears the group down while another still uses it
     finally:
         common.destroy_dist()
 

@@ -77,4 +77,5 @@ if dist.is_main:
     torch.save(sd, os.path.join(args.out, "params.pt"))
     with open(os.path.join(args.out, "losses.json"), "w") as f:
         json.dump(losses, f)
+torch.distributed.barrier()
 common.destroy_dist()

@@ -1,4 +1,9 @@
-"""rollout.py: tool-call parsing, the token-in/token-out agent loop (scripted engine), HFEngine end to end."""
+"""rollout.py: tool-call parsing, the token-in/token-out agent loop (scripted engines), sampling, HFEngine end to end,
+the vLLM engine's call sequence (against a stand-in module), engine choice."""
+import sys
+import threading
+import types
+
 import pytest
 import torch
 
@@ -12,30 +17,66 @@ def tok():
     return data.make_toy_tokenizer()
 
 
+def enc(tok, text):
+    return tok.encode(text, add_special_tokens=False)
+
+
+def prompt(tok, question="What is 6 * 7?"):
+    return tok.apply_chat_template([{"role": "user", "content": question}], tools=data.TOOLS,
+                                   add_generation_prompt=True, tokenize=True, return_dict=False)
+
+
+def tool_turn(results):
+    """What Qwen3's template puts between an assistant turn's <|im_end|> and the next assistant turn, by hand."""
+    body = "".join(f"\n<tool_response>\n{r}\n</tool_response>" for r in results)
+    return f"\n<|im_start|>user{body}<|im_end|>\n<|im_start|>assistant\n"
+
+
 CALL = '<tool_call>\n{"name": "code_interpreter", "arguments": {"code": "%s"}}\n</tool_call>'
+
+
+def ok(code):
+    return {"name": "code_interpreter", "arguments": {"code": code}}
+
+# -----------------------------------------------------------------------------
+# parse_tool_calls
 
 
 @pytest.mark.parametrize("text, want", [
     ("no call here", []),
-    (CALL % "print(1)", [{"name": "code_interpreter", "arguments": {"code": "print(1)"}}]),
-    (CALL % "a=1" + " and " + CALL % "b=2", [{"name": "code_interpreter", "arguments": {"code": "a=1"}},
-                                            {"name": "code_interpreter", "arguments": {"code": "b=2"}}]),
-    ('<tool_call>{"name": "code_interpreter", "arguments": "{\\"code\\": \\"x\\"}"}</tool_call>',
-     [{"name": "code_interpreter", "arguments": {"code": "x"}}]),  # arguments as a JSON string
+    ("", []),
+    (CALL % "print(1)", [ok("print(1)")]),
+    ("Let me compute.\n" + CALL % "a=1\\nprint(a)" + "\nthen", [ok("a=1\nprint(a)")]),
+    (CALL % "a=1" + " and " + CALL % "b=2", [ok("a=1"), ok("b=2")]),
+    ('<tool_call>{"name": "code_interpreter", "arguments": "{\\"code\\": \\"x\\"}"}</tool_call>', [ok("x")]),
     ("<tool_call>{not json}</tool_call>", "not valid JSON"),
+    ("<tool_call></tool_call>", "not valid JSON"),
     ('<tool_call>{"name": "python", "arguments": {"code": "1"}}</tool_call>', "unknown tool 'python'"),
+    ('<tool_call>{"arguments": {"code": "1"}}</tool_call>', "unknown tool None"),
     ('<tool_call>{"name": "code_interpreter", "arguments": {"src": "1"}}</tool_call>', 'string argument "code"'),
     ('<tool_call>{"name": "code_interpreter", "arguments": {"code": 5}}</tool_call>', 'string argument "code"'),
+    ('<tool_call>{"name": "code_interpreter", "arguments": {"code": null}}</tool_call>', 'string argument "code"'),
+    ('<tool_call>{"name": "code_interpreter"}</tool_call>', "must be a JSON object"),
     ('<tool_call>{"name": "code_interpreter", "arguments": [1]}</tool_call>', "must be a JSON object"),
+    ('<tool_call>{"name": "code_interpreter", "arguments": "{code: 1}"}</tool_call>', "must be a JSON object"),
     ('<tool_call>["code_interpreter"]</tool_call>', "must be a JSON object"),
     ('<tool_call>{"name": "code_interpreter", "arguments": {"code": "1"}}', "unclosed"),
 ])
 def test_parse_tool_calls(text, want):
     got = rollout.parse_tool_calls(text)
     if isinstance(want, str):
-        assert len(got) == 1 and want in got[0]["error"]
+        assert len(got) == 1 and set(got[0]) == {"error"} and want in got[0]["error"]
     else:
         assert got == want
+
+
+def test_parse_keeps_good_calls_next_to_bad_ones():
+    got = rollout.parse_tool_calls(CALL % "a=1" + "<tool_call>{oops}</tool_call>" + CALL % "b=2" + "<tool_call>{")
+    assert got[0] == ok("a=1") and "not valid JSON" in got[1]["error"] and got[2] == ok("b=2")
+    assert "unclosed" in got[3]["error"] and len(got) == 4
+
+# -----------------------------------------------------------------------------
+# the agent loop with scripted engines
 
 
 def test_tool_response_ids_prefix_property(tok):
@@ -49,20 +90,29 @@ def test_tool_response_ids_prefix_property(tok):
     obs = rollout.tool_response_ids(tok, results)
     end = len(before) - 1  # before ends with "<|im_end|>\n"; appended ids continue right after <|im_end|>
     assert after == before[:end] + obs
-    assert tok.decode(obs).endswith("<|im_start|>assistant\n") and "<tool_response>\nError: x" in tok.decode(obs)
+    assert obs == enc(tok, tool_turn(results))
 
 
 class Scripted:
-    """Emits the given assistant turns in order for every episode (a turn per engine call)."""
+    """Plays a script per episode: script(prompt_ids) -> the turn's text. Log-prob of the k-th token of the n-th
+    engine call is -(n + k / 1000), so every recorded log-prob says where it came from."""
 
-    def __init__(self, tok, turns):
-        self.turns = [tok.encode(t, add_special_tokens=False) for t in turns]
-        self.calls = 0
+    def __init__(self, tok, script):
+        self.tok, self.script, self.batches = tok, script, []
 
     def generate(self, prompts, max_new_tokens, temperature, top_p):
-        t = self.turns[min(self.calls, len(self.turns) - 1)]
-        self.calls += 1
-        return [(t[:max_new_tokens], [-0.25] * len(t[:max_new_tokens]), "stop") for _ in prompts]
+        n = len(self.batches) + 1
+        self.batches.append(len(prompts))
+        out = []
+        for p in prompts:
+            t = enc(self.tok, self.script(p))[:max_new_tokens]
+            out.append((t, [-(n + k / 1000) for k in range(len(t))], "stop"))
+        return out
+
+
+def same_script(tok, turns):
+    """Every episode plays `turns` in order (turn i when its context holds i tool responses)."""
+    return Scripted(tok, lambda p: turns[min(tok.decode(p).count("<tool_response>"), len(turns) - 1)])
 
 
 def fake_exec(code, timeout):
@@ -73,69 +123,303 @@ def fake_exec(code, timeout):
     return ExecResult("ok", str(eval(code.removeprefix("print(")[:-1])) + "\n", "", 0.01)
 
 
-def prompt(tok):
-    return tok.apply_chat_template([{"role": "user", "content": "What is 6 * 7?"}], tools=data.TOOLS,
-                                   add_generation_prompt=True, tokenize=True, return_dict=False)
-
-
-def test_agent_loop_masks_steps_and_observations(tok):
+def test_agent_loop_exact_ids_masks_steps_and_logprobs(tok):
     turns = [(CALL % "print(6 * 7)") + "<|im_end|>", (CALL % "boom") + "<|im_end|>",
              "The answer is \\boxed{42}.<|im_end|>"]
     p = prompt(tok)
-    ep = rollout.rollout(Scripted(tok, turns), tok, [p, p], max_turns=5, max_response_len=500,
-                         execute=fake_exec)[0]
-    assert ep.finish == "answer" and ep.num_turns == 3 and ep.num_tool_calls == 2 and ep.tool_errors == 1
-    assert ep.ids[:len(p)] == p and sum(ep.mask[:len(p)]) == 0
-    sampled = [tok.encode(t, add_special_tokens=False) for t in turns]
-    # the masked runs are exactly the sampled turns, in order, with their log-probs; the rest is context
-    runs, cur = [], []
-    for i, m in zip(ep.ids, ep.mask):
-        if m:
-            cur.append(i)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    runs += [cur] if cur else []
-    assert runs == sampled
-    assert [lp for lp, m in zip(ep.sampler_logp, ep.mask) if m] == [-0.25] * sum(map(len, sampled))
-    assert all(lp == 0.0 for lp, m in zip(ep.sampler_logp, ep.mask) if not m)
-    steps = ep.step_ids
-    assert sorted(set(steps)) == [-1, 0, 1, 2] and all((s >= 0) == bool(m) for s, m in zip(steps, ep.mask))
-    context = tok.decode([i for i, m in zip(ep.ids, ep.mask) if not m])
-    assert "<tool_response>\n42\n</tool_response>" in context and "ZeroDivisionError" in context
-    assert ep.response_text.endswith("\\boxed{42}.<|im_end|>")
-    assert rollout.retokenize_drift([ep], tok) in (0.0, 1.0)
+    eps = rollout.rollout(same_script(tok, turns), tok, [p, p], max_turns=5, max_response_len=500, execute=fake_exec)
+    t1, t2, t3 = (enc(tok, t) for t in turns)
+    o1, o2 = enc(tok, tool_turn(["42"])), enc(tok, tool_turn(["ZeroDivisionError: division by zero"]))
+    lp = lambda n, t: [-(n + k / 1000) for k in range(len(t))]
+    for ep in eps:
+        assert ep.ids == p + t1 + o1 + t2 + o2 + t3 and ep.prompt_ids == p
+        assert ep.mask == [0] * len(p) + [1] * len(t1) + [0] * len(o1) + [1] * len(t2) + [0] * len(o2) + [1] * len(t3)
+        assert ep.step_ids == ([-1] * len(p) + [0] * len(t1) + [-1] * len(o1) + [1] * len(t2) + [-1] * len(o2)
+                               + [2] * len(t3))
+        assert ep.sampler_logp == ([0.0] * len(p) + lp(1, t1) + [0.0] * len(o1) + lp(2, t2) + [0.0] * len(o2)
+                                   + lp(3, t3))
+        assert ep.finish == "answer" and ep.num_turns == 3 and ep.num_tool_calls == 2 and ep.tool_errors == 1
+        assert ep.response_len == len(ep.ids) - len(p) and not ep.overlong
+        assert [t["status"] for t in ep.turns] == [["ok"], ["error"], []]
+        assert ep.turns[0]["calls"] == [ok("print(6 * 7)")] and ep.turns[2]["calls"] == []
+        assert ep.response_text == tok.decode(t1 + o1 + t2 + o2 + t3)
+        assert ep.score is None and ep.acc is None and ep.pred is None and ep.meta == {}
 
 
-def test_limits_turns_length_and_observation_size(tok):
-    call = (CALL % "print(10 ** 300)") + "<|im_end|>"
-    p = prompt(tok)
-    ep = rollout.rollout(Scripted(tok, [call]), tok, [p], max_turns=3, max_response_len=10_000,
-                         max_obs_chars=50, execute=fake_exec)[0]
-    assert ep.finish == "max_turns" and ep.num_turns == 3 and not ep.overlong
+def test_episodes_finish_independently_and_only_active_ones_are_sampled(tok):
+    quick, slow = prompt(tok, "What is 1 + 1?"), prompt(tok, "What is 6 * 7?")
+
+    def script(p):
+        if "1 + 1" in tok.decode(p):
+            return "\\boxed{2}<|im_end|>"
+        return (CALL % "print(6 * 7)") + "<|im_end|>" if tok.decode(p).count("<tool_response>") < 2 else "42<|im_end|>"
+    eng = Scripted(tok, script)
+    a, b, c = rollout.rollout(eng, tok, [quick, slow, quick], max_turns=8, max_response_len=500, execute=fake_exec)
+    assert eng.batches == [3, 1, 1]
+    assert (a.num_turns, b.num_turns, c.num_turns) == (1, 3, 1) and b.num_tool_calls == 2
+    assert a.ids == quick + enc(tok, "\\boxed{2}<|im_end|>") and a.ids == c.ids
+
+
+def test_malformed_calls_become_error_observations(tok):
+    bad = '<tool_call>{"name": "python", "arguments": {"code": "1"}}</tool_call><|im_end|>'
+    seen = []
+    ep = rollout.rollout(same_script(tok, [bad, "ok<|im_end|>"]), tok, [prompt(tok)], max_turns=4,
+                         max_response_len=500, execute=lambda code, timeout: seen.append(code))[0]
+    assert seen == [] and ep.tool_errors == 1 and ep.num_tool_calls == 1 and ep.turns[0]["status"] == ["malformed"]
     obs = ep.turns[0]["observations"][0]
-    assert obs.startswith("1" + "0" * 49) and "[truncated 251 characters]" in obs
-    ep = rollout.rollout(Scripted(tok, [call]), tok, [p], max_turns=10, max_response_len=60, execute=fake_exec)[0]
-    assert ep.overlong and ep.finish == "length" and ep.response_len <= 60
-    ep = rollout.rollout(Scripted(tok, [(CALL % "sleep") + "<|im_end|>", "done<|im_end|>"]), tok, [p], max_turns=4,
-                         max_response_len=500, execute=fake_exec)[0]
-    assert ep.tool_timeouts == 1 and "TimeoutError" in ep.turns[0]["observations"][0]
+    assert obs.startswith("Error: unknown tool 'python'")
+    head = prompt(tok) + enc(tok, bad) + enc(tok, tool_turn([obs]))
+    assert ep.ids[:len(head)] == head
 
 
-def test_hf_engine_logprobs_batching_and_real_sandbox(tok):
-    model = data.tiny_qwen3(tok, "tiny", seed=3)
+def test_tool_calls_of_a_turn_run_concurrently(tok):
+    barrier = threading.Barrier(4, timeout=10)  # every call waits for the 3 others: sequential execution would fail
+
+    def execute(code, timeout):
+        barrier.wait()
+        return ExecResult("ok", "1\n", "", 0.0)
+    turns = [(CALL % "1") * 2 + "<|im_end|>", "done<|im_end|>"]
+    eps = rollout.rollout(same_script(tok, turns), tok, [prompt(tok)] * 2, max_turns=3, max_response_len=500,
+                          execute=execute)
+    head = prompt(tok) + enc(tok, turns[0]) + enc(tok, tool_turn(["1", "1"]))  # both results in one user turn
+    assert all(e.num_tool_calls == 2 and e.turns[0]["status"] == ["ok", "ok"] and e.ids[:len(head)] == head
+               for e in eps)
+
+
+def test_turn_limit(tok):
+    call = (CALL % "print(6 * 7)") + "<|im_end|>"
+    ep = rollout.rollout(same_script(tok, [call]), tok, [prompt(tok)], max_turns=3, max_response_len=10_000,
+                         execute=fake_exec)[0]
+    assert ep.finish == "max_turns" and ep.num_turns == 3 and not ep.overlong
+    assert ep.num_tool_calls == 2  # the last turn's call is never run: no turn is left to read its result
+    assert ep.ids[-len(enc(tok, call)):] == enc(tok, call) and ep.mask[-1] == 1
+
+
+def test_length_limits(tok):
+    p = prompt(tok)
+    long_turn = "The answer is " + "very " * 40 + "\\boxed{42}.<|im_end|>"
+    ep = rollout.rollout(same_script(tok, [long_turn]), tok, [p], max_turns=4, max_response_len=25,
+                         execute=fake_exec)[0]  # cut inside the first turn
+    assert ep.ids == p + enc(tok, long_turn)[:25] and sum(ep.mask) == 25 and ep.response_len == 25
+    assert ep.overlong and ep.finish == "length"
+    call = (CALL % "print(10 ** 30)") + "<|im_end|>"
+    n_call = len(enc(tok, call))
+    n_obs = len(enc(tok, tool_turn(["1" + "0" * 30])))
+    ep = rollout.rollout(same_script(tok, [call]), tok, [p], max_turns=10, max_response_len=2 * n_call + n_obs,
+                         execute=fake_exec)[0]  # the second tool output would leave no room for a reply
+    assert ep.overlong and ep.finish == "length" and ep.num_turns == 2 and ep.response_len == 2 * n_call + n_obs
+    limit = 2 * n_call + 2 * n_obs + 5
+    ep = rollout.rollout(same_script(tok, [call]), tok, [p], max_turns=10, max_response_len=limit,
+                         execute=fake_exec)[0]  # 5 tokens left for the third turn: sampled, then cut
+    assert ep.overlong and ep.finish == "length" and ep.num_turns == 3 and ep.response_len == limit
+    assert ep.ids[-5:] == enc(tok, call)[:5] and ep.mask[-5:] == [1] * 5
+
+
+def test_observation_limit_and_statuses(tok):
+    call = (CALL % "print(10 ** 300)") + "<|im_end|>"
+    ep = rollout.rollout(same_script(tok, [call, "done<|im_end|>"]), tok, [prompt(tok)], max_turns=3,
+                         max_response_len=10_000, max_obs_chars=50, execute=fake_exec)[0]
+    obs = ep.turns[0]["observations"][0]
+    assert obs == "1" + "0" * 49 + "\n... [truncated 251 characters]"
+    assert f"<tool_response>\n{obs}\n</tool_response>" in tok.decode(ep.ids)
+    ep = rollout.rollout(same_script(tok, [(CALL % "sleep") + "<|im_end|>", "done<|im_end|>"]), tok, [prompt(tok)],
+                         max_turns=4, max_response_len=500, execute=fake_exec)[0]
+    assert ep.tool_timeouts == 1 and ep.tool_errors == 0 and ep.turns[0]["status"] == ["timeout"]
+    assert ep.turns[0]["observations"][0].startswith("partial\nTimeoutError")
+
+
+def test_eos_ends_the_episode(tok):
+    turn = (CALL % "print(1)") + "<|endoftext|>"
+    ep = rollout.rollout(same_script(tok, [turn]), tok, [prompt(tok)], max_turns=4, max_response_len=500,
+                         execute=fake_exec)[0]
+    assert ep.finish == "answer" and ep.num_turns == 1 and ep.num_tool_calls == 0 and ep.mask[-1] == 1
+
+
+def test_retokenize_drift(tok):
+    canonical = enc(tok, " answer")
+    split = enc(tok, " ") + enc(tok, "answer")
+    assert canonical != split and tok.decode(canonical) == tok.decode(split)
+    eps = [rollout.Episode([], ids, [1] * len(ids), [0.0] * len(ids)) for ids in (canonical, split)]
+    assert rollout.retokenize_drift(eps, tok) == 0.5
+    assert rollout.retokenize_drift(eps[:1], tok) == 0.0
+
+# -----------------------------------------------------------------------------
+# sampling
+
+
+@pytest.mark.parametrize("temperature, top_p, want", [
+    (1.0, 1.0, [0.5, 0.3, 0.15, 0.05]),
+    (1.0, 0.7, [0.625, 0.375, 0.0, 0.0]),  # 0.5 < 0.7 -> take the second token too, then 0.8 >= 0.7: stop
+    (0.5, 1.0, [0.25 / 0.365, 0.09 / 0.365, 0.0225 / 0.365, 0.0025 / 0.365]),  # p^(1/T), renormalised
+    (0.5, 0.7, [0.25 / 0.34, 0.09 / 0.34, 0.0, 0.0]),  # temperature first, then the nucleus of the tempered p
+])
+def test_sample_token_distribution(temperature, top_p, want):
+    torch.manual_seed(0)
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().repeat(100_000, 1) + 3.0  # a shift changes nothing
+    got = torch.bincount(rollout.sample_token(logits, temperature, top_p), minlength=4).float() / 100_000
+    assert torch.allclose(got, torch.tensor(want), atol=0.006)
+    assert all(g == 0 for g, w in zip(got.tolist(), want) if w == 0)
+
+
+def test_sample_token_greedy():
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
+    assert rollout.sample_token(logits, 0.0, 0.5).tolist() == [1, 0]
+
+# -----------------------------------------------------------------------------
+# HFEngine
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return data.tiny_qwen3(tok, "tiny", seed=3)
+
+
+def full_forward_logp(model, ids):
+    """log p(ids[t] | ids[:t]) for t >= 1 from one plain forward pass over the whole sequence."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 0.9), (0.7, 1.0)])
+def test_hf_engine_logprobs_are_raw_full_forward_logprobs(tok, model, temperature, top_p):
     eng = rollout.HFEngine(model, tok)
     prompts = [prompt(tok), prompt(tok)[:-7], [1, 2, 3]]
     torch.manual_seed(0)
-    outs = eng.generate(prompts, 12, temperature=1.0, top_p=0.9)
+    outs = eng.generate(prompts, 12, temperature=temperature, top_p=top_p)
     for p, (new, lps, finish) in zip(prompts, outs):
-        assert 1 <= len(new) <= 12 and finish in ("stop", "length")
-        with torch.no_grad():  # the engine's log-probs are the raw-logit log-probs of a plain forward pass
-            logits = model(torch.tensor([p + new])).logits[0, len(p) - 1:-1]
-        ref = torch.log_softmax(logits, -1).gather(-1, torch.tensor(new)[:, None])[:, 0]
+        assert 1 <= len(new) <= 12 and finish == ("stop" if new[-1] in (0, 2) else "length")
+        assert all(t not in (0, 2) for t in new[:-1])  # nothing after a stop token
+        ref = full_forward_logp(model, p + new)[len(p) - 1:]
         assert torch.allclose(torch.tensor(lps), ref, atol=1e-4)
-    greedy = eng.generate(prompts, 8, temperature=0.0)
-    for p, g in zip(prompts, greedy):  # left padding changes nothing
-        assert eng.generate([p], 8, temperature=0.0)[0][0] == g[0]
-    eps = rollout.rollout(eng, tok, prompts[:2], max_turns=2, max_response_len=16)  # sandbox.run_code
-    assert all(len(e.ids) == len(e.mask) == len(e.sampler_logp) and e.response_len <= 16 for e in eps)
+
+
+def test_hf_engine_batched_greedy_equals_one_by_one(tok, model):
+    eng = rollout.HFEngine(model, tok)
+    prompts = [prompt(tok), prompt(tok)[:-7], [1, 2, 3], prompt(tok, "What is 12345 * 678?")]
+    batched = eng.generate(prompts, 10, temperature=0.0)
+    for p, (new, lps, _) in zip(prompts, batched):
+        alone = eng.generate([p], 10, temperature=0.0)[0]
+        assert alone[0] == new and torch.allclose(torch.tensor(alone[1]), torch.tensor(lps), atol=1e-4)
+        ids = list(p)  # independent greedy: argmax of a full forward, token by token
+        for _ in range(len(new)):
+            with torch.no_grad():
+                ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+        assert ids[len(p):] == new
+
+
+def test_hf_engine_owns_a_copy_and_loads_weights(tok):
+    mine, other = data.tiny_qwen3(tok, "tiny", seed=5), data.tiny_qwen3(tok, "tiny", seed=11)
+    eng, p = rollout.HFEngine(mine, tok), prompt(tok)
+    before = eng.generate([p], 8, temperature=0.0)[0]
+    with torch.no_grad():  # the trainer changes its weights: the engine keeps sampling from its own copy
+        for w in mine.parameters():
+            w.add_(torch.randn_like(w))
+    assert eng.generate([p], 8, temperature=0.0)[0] == before
+    eng.update_weights(other.state_dict().items())
+    want = rollout.HFEngine(other, tok).generate([p], 8, temperature=0.0)[0]
+    got = eng.generate([p], 8, temperature=0.0)[0]
+    assert got[0] == want[0] and torch.allclose(torch.tensor(got[1]), torch.tensor(want[1]))
+    assert not torch.allclose(torch.tensor(got[1]), torch.tensor(before[1]))
+    with pytest.raises(KeyError):
+        eng.update_weights([("model.no_such_layer.weight", torch.zeros(1))])
+
+
+def test_hf_end_to_end_with_the_real_sandbox(tok, model):
+    """First turn forced to call the tool; the real sandbox runs it; the tiny model samples the rest. Every sampled
+    token's recorded log-prob equals a full forward pass over the final ids (KV cache across tool output)."""
+    import sandbox
+    eng = rollout.HFEngine(model, tok)
+    forced = (CALL % "2 ** 100") + "<|im_end|>"
+
+    class ForcedFirstTurn:
+        def generate(self, prompts, max_new_tokens, temperature, top_p):
+            if all("<tool_response>" not in tok.decode(p) for p in prompts):
+                ids = enc(tok, forced)
+                return [(ids, full_forward_logp(model, p + ids)[len(p) - 1:].tolist(), "stop") for p in prompts]
+            return eng.generate(prompts, max_new_tokens, temperature, top_p)
+    torch.manual_seed(1)
+    p = prompt(tok)
+    eps = rollout.rollout(ForcedFirstTurn(), tok, [p, p], max_turns=3, max_response_len=120,
+                          execute=sandbox.run_code, temperature=1.0, top_p=0.95)
+    for ep in eps:
+        assert ep.turns[0]["status"] == ["ok"] and ep.turns[0]["observations"] == ["1267650600228229401496703205376"]
+        head = p + enc(tok, forced) + enc(tok, tool_turn(["1267650600228229401496703205376"]))
+        assert ep.ids[:len(head)] == head and ep.num_turns >= 2 and ep.response_len <= 120
+        ref = full_forward_logp(model, ep.ids)
+        got = torch.tensor(ep.sampler_logp[1:])
+        m = torch.tensor(ep.mask[1:], dtype=torch.bool)
+        assert m.sum() > len(enc(tok, forced)) and torch.allclose(got[m], ref[m], atol=1e-4)
+        assert (got[~m] == 0).all()
+
+# -----------------------------------------------------------------------------
+# VLLMEngine's calls, against a stand-in for the vllm package (no vLLM here); engine choice
+
+
+def test_vllm_engine_call_sequence(tok, monkeypatch):
+    calls = []
+
+    class LLM:
+        def __init__(self, **kw):
+            calls.append(("init", kw))
+
+        def generate(self, prompts, sp, use_tqdm):
+            calls.append(("generate", [q["prompt_token_ids"] for q in prompts], sp))
+            lp = types.SimpleNamespace
+            outs = [types.SimpleNamespace(token_ids=[5, 2], finish_reason="stop",
+                                          logprobs=[{5: lp(logprob=-0.5)}, {2: lp(logprob=-0.25)}]),
+                    types.SimpleNamespace(token_ids=[7], finish_reason="length", logprobs=[{7: lp(logprob=-1.5)}])]
+            return [types.SimpleNamespace(outputs=[o]) for o in outs]
+
+        def sleep(self, level):
+            calls.append(("sleep", level))
+
+        def wake_up(self, tags=None):
+            calls.append(("wake_up", tags))
+
+        def apply_model(self, fn):
+            class Model:
+                def load_weights(self, weights):
+                    calls.append(("load", [k for k, _ in weights]))
+            return [fn(Model())]
+
+        def reset_prefix_cache(self):
+            calls.append(("reset_prefix_cache",))
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, lambda **kw: kw
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    eng = rollout.VLLMEngine("/m", tok, seed=3, max_model_len=100)
+    kw = calls[0][1]
+    assert kw["distributed_executor_backend"] == "external_launcher" and kw["enable_sleep_mode"] and kw["seed"] == 3
+    assert kw["logprobs_mode"] == "raw_logprobs"
+    out = eng.generate([[1, 2], [3]], 9, temperature=1.0, top_p=0.6)
+    assert out == [([5, 2], [-0.5, -0.25], "stop"), ([7], [-1.5], "length")]
+    sp = calls[1][2]
+    assert sp["logprobs"] == 0 and sp["max_tokens"] == 9 and sp["top_p"] == 0.6 and set(sp["stop_token_ids"]) == {0, 2}
+    del calls[:]
+    eng.wake_up()  # awake already: nothing to do
+    eng.sleep()
+
+    class T:
+        def to(self, *a, **k):
+            return self
+    eng.update_weights([("a", T()), ("b", T())])
+    eng.wake_up()
+    assert calls == [("sleep", 1), ("wake_up", ["weights"]), ("load", ["a", "b"]), ("reset_prefix_cache",),
+                     ("wake_up", ["kv_cache"])]
+
+
+def test_make_engine(tok, model, capsys):
+    eng = rollout.make_engine("hf", "unused", tok, model=model)
+    assert isinstance(eng, rollout.HFEngine) and "rollout: hf engine" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert isinstance(rollout.make_engine("auto", "unused", tok, model=model), rollout.HFEngine)
+        assert "rollout: hf engine (auto: no CUDA" in capsys.readouterr().out
+        with pytest.raises(SystemExit, match="needs CUDA"):
+            rollout.make_engine("vllm", "unused", tok)
+    with pytest.raises(SystemExit, match="unknown backend"):
+        rollout.make_engine("tgi", "unused", tok, model=model)
