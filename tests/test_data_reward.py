@@ -150,3 +150,31 @@ def test_compute_score(correct, turns, length, want):
     text = "\\boxed{5}" if correct else "\\boxed{6}"
     r = reward.compute_score("math", text, "5", turns, length, 1000, overlong_buffer=100)
     assert r["acc"] is correct and r["score"] == pytest.approx(want) and r["pred"] == text[7]
+
+# -----------------------------------------------------------------------------
+# the toy tokenizer fixture
+
+
+def test_toy_tokenizer_saves_loads_and_round_trips_a_tool_conversation(toy_tokenizer_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(toy_tokenizer_dir)
+    for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<think>", "</think>", "<tool_call>", "</tool_call>",
+              "<tool_response>", "</tool_response>"):
+        assert tok.convert_ids_to_tokens(tok.convert_tokens_to_ids(t)) == t and len(tok.encode(t)) == 1
+    call = lambda code: {"type": "function", "function": {"name": "code_interpreter", "arguments": {"code": code}}}
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Compute 12345 * 678 + 9."},
+            {"role": "assistant", "content": "<think>\nmultiply\n</think>\n\n",
+             "tool_calls": [call("print(12345*678)")]},
+            {"role": "tool", "content": "8369910"},
+            {"role": "assistant", "content": "", "reasoning_content": "add, twice", "tool_calls": [
+                call("print(8369910 + 9)"), call("x = 'é ünïcode'\nprint(x)")]},
+            {"role": "tool", "content": "8369919"}, {"role": "tool", "content": "é ünïcode"},
+            {"role": "assistant", "content": "The answer is \\boxed{8369919}."}]
+    text = tok.apply_chat_template(msgs, tools=data.TOOLS, tokenize=False)
+    # Qwen3's structure: system + tools block, hermes calls, both results grouped in one user turn, thinking kept
+    assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools")
+    assert text.count('<tool_call>\n{"name": "code') == 3
+    assert "<|im_start|>user\n<tool_response>\n8369919\n</tool_response>\n<tool_response>\né ünïcode\n" in text
+    assert "<think>\nadd, twice\n</think>" in text
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text and tok(tok.decode(ids), add_special_tokens=False)["input_ids"] == ids
