@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
-# The built-in toy pipeline on a CPU, no download (DESIGN §7): toy SFT of a teacher (bigger, longer) and a student
-# (smaller, briefly), both evaluated on the toy benchmark, then SOD on the student with the teacher, then the
-# student's toy accuracy again.
+# The built-in toy pipeline on a CPU, no download (DESIGN §7): toy SFT of a teacher (deeper, longer) and a student
+# (shallower, briefly), both evaluated on the toy benchmark, then SOD on the student with the teacher, then the
+# student's toy accuracy again. SFT outputs already under $OUT are reused, so baselines and seeds cost one RL run:
 #   bash toy.sh                              # everything under out/toy
-#   OUT=out/toy_grpo ALGO=grpo bash toy.sh   # a baseline instead of SOD
+#   ALGO=grpo bash toy.sh                    # a baseline (grpo | opd | sod | gated) from the same SFT models
+#   ALGO=opd SEED=1 bash toy.sh              # another RL seed: out/toy/opd_seed1
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-out/toy}
 ALGO=${ALGO:-sod}
-EVAL=(--bench toy --k 1 --limit 64 --top_p 1.0 --max_response_len 256 --max_turns 4)
+SEED=${SEED:-0}
+RUN=$ALGO$([ "$SEED" = 0 ] || echo "_seed$SEED")
+EVAL=(--bench toy --k 4 --limit 64 --max_response_len 256 --max_turns 4)
 t0=$SECONDS
-python train_sft.py --config configs/toy_sft.py --model toy:toy_teacher --out_dir "$OUT/teacher_sft" --max_steps 150
-python train_sft.py --config configs/toy_sft.py --model toy:toy_student --out_dir "$OUT/student_sft" --max_steps 40
-python eval.py "${EVAL[@]}" --model "$OUT/teacher_sft" --out_dir "$OUT/eval_teacher_sft"
-python eval.py "${EVAL[@]}" --model "$OUT/student_sft" --out_dir "$OUT/eval_student_sft"
+sft() {  # name, model size, steps; skips what already exists
+    if compgen -G "$OUT/$1/step_*" > /dev/null; then echo "toy.sh: reusing $OUT/$1"
+    else python train_sft.py --config configs/toy_sft.py --model "toy:$2" --out_dir "$OUT/$1" --max_steps "$3"; fi
+    [ -f "$OUT/eval_$1/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$1" --out_dir "$OUT/eval_$1"
+}
+sft teacher_sft toy_teacher 500
+sft student_sft toy_student 400
 python train_sod.py --config configs/toy.py --student "$OUT/student_sft" --teacher "$OUT/teacher_sft" \
-    --algo "$ALGO" --out_dir "$OUT/$ALGO"
-python eval.py "${EVAL[@]}" --model "$OUT/$ALGO" --out_dir "$OUT/eval_$ALGO"
-python train_sod.py --plot "$OUT/$ALGO"
-python - "$OUT" "$ALGO" <<'PY'
+    --algo "$ALGO" --seed "$SEED" --out_dir "$OUT/$RUN"
+python eval.py "${EVAL[@]}" --model "$OUT/$RUN" --out_dir "$OUT/eval_$RUN"
+python train_sod.py --plot "$OUT/$RUN"
+python - "$OUT" "$RUN" <<'PY'
 import json, sys
-out, algo = sys.argv[1:]
+out, run = sys.argv[1:]
 def acc(name):
     m = json.load(open(f"{out}/eval_{name}/toy.json"))["metrics"]
     return m[f"avg@{m['k']}"]
-print(f"toy accuracy: teacher {acc('teacher_sft'):.3f} | student after SFT {acc('student_sft'):.3f}"
-      f" -> after {algo} {acc(algo):.3f}")
+print(f"toy accuracy (avg@4, 64 problems): teacher {acc('teacher_sft'):.3f} | student after SFT "
+      f"{acc('student_sft'):.3f} -> after {run} {acc(run):.3f}")
 PY
-echo "toy.sh: done in $((SECONDS - t0)) s; curves $OUT/$ALGO/curves.png, trajectories $OUT/$ALGO/samples/"
+echo "toy.sh: done in $((SECONDS - t0)) s; curves $OUT/$RUN/curves.png, trajectories $OUT/$RUN/samples/"
