@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import typing
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,6 +206,8 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
            f"{'on' if activation_checkpointing else 'off'}, per-block compile {'on' if compile else 'off'}"
            + (", params offloaded to CPU" if offload and dist.device.type == "cuda" else ""))
     mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+    # Callers only read the model's outputs (no in-place op on them), the misuse this torch warning is about.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if dist.device.type == "cuda" else MixedPrecisionPolicy()
     kw = dict(mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward,

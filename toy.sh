@@ -11,7 +11,7 @@ OUT=${OUT:-out/toy}
 ALGO=${ALGO:-sod}
 SEED=${SEED:-0}
 RUN=$ALGO$([ "$SEED" = 0 ] || echo "_seed$SEED")
-EVAL=(--bench toy --k 4 --limit 64 --max_response_len 256 --max_turns 4)
+EVAL=(--bench toy --k 4 --limit 64 --top_p 1.0 --max_response_len 256 --max_turns 4)  # the distribution RL trains
 t0=$SECONDS
 sft() {  # name, model size, steps; skips what already exists
     if compgen -G "$OUT/$1/step_*" > /dev/null; then echo "toy.sh: reusing $OUT/$1"
@@ -30,7 +30,7 @@ out, run = sys.argv[1:]
 def acc(name):
     m = json.load(open(f"{out}/eval_{name}/toy.json"))["metrics"]
     return m[f"avg@{m['k']}"]
-print(f"toy accuracy (avg@4, 64 problems): teacher {acc('teacher_sft'):.3f} | student after SFT "
+print(f"toy accuracy (avg@4 at T=1, top_p=1, 64 problems): teacher {acc('teacher_sft'):.3f} | student after SFT "
       f"{acc('student_sft'):.3f} -> after {run} {acc(run):.3f}")
 PY
 echo "toy.sh: done in $((SECONDS - t0)) s; curves $OUT/$RUN/curves.png, trajectories $OUT/$RUN/samples/"
