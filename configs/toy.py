@@ -1,4 +1,4 @@
-# SOD on the built-in toy task, CPU, a few minutes (toy.sh runs the whole pipeline).
+# SOD on the built-in toy task, CPU, ~8 minutes on 2 cores (toy.sh runs the whole pipeline).
 #   python train_sod.py --config configs/toy.py [--algo grpo|opd|sod] [--seed 1] [--out_dir out/toy/sod]
 student = "out/toy/student_sft"  # toy SFT outputs (configs/toy_sft.py)
 teacher = "out/toy/teacher_sft"
