@@ -11,19 +11,21 @@ import json
 import os
 
 TOOL_NAME = "code_interpreter"
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": TOOL_NAME,
-        "description": "Run a Python script and return what it prints. The value of a final bare expression is "
-                       "printed too. State does not persist between calls.",
-        "parameters": {
-            "type": "object",
-            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
-            "required": ["code"],
-        },
-    },
-}]
+
+
+def _schema(description, code_description):
+    return [{"type": "function", "function": {
+        "name": TOOL_NAME, "description": description,
+        "parameters": {"type": "object", "properties": {"code": {"type": "string", "description": code_description}},
+                       "required": ["code"]}}}]
+
+
+# The schema the released models and the teacher saw, verbatim from recipe/demystify/sandbox_fusion_tool_config.yaml
+# (rendered through the template's `tools`, key order as verl's model_dump gives it). Real datasets use it.
+TOOLS = _schema("A tool for executing code.", "The code to execute.")
+# The toy's schema: it describes the clean protocol's echo of a final bare expression.
+CLEAN_TOOLS = _schema("Run a Python script and return what it prints. The value of a final bare expression is printed "
+                      "too. State does not persist between calls.", "The Python code to run.")
 
 # -----------------------------------------------------------------------------
 # Toy tokenizer: byte-level BPE with Qwen3's special tokens and chat-template structure
@@ -161,30 +163,111 @@ def tiny_qwen3(vocab_size, size="tiny", seed=0):
 
 
 # -----------------------------------------------------------------------------
-# Prompts (DESIGN §4)
+# Prompts (DESIGN §4): the texts the original dataset class wraps around each problem
 
-PROMPT_SUFFIX = {
-    "math": "Reason step by step and use the code_interpreter tool to compute. Put the final answer in \\boxed{}.",
-    "gpqa": "Reason step by step; you may use the code_interpreter tool. Answer with the letter of the correct "
-            "option in \\boxed{}, e.g. \\boxed{A}.",
-    "code": "You may use the code_interpreter tool to test your ideas. Give the final program in one ```python "
-            "block that reads the input and prints the output as specified.",
-    "toy": "Use the tool, then put the answer in \\boxed{}.",
-}
+# Protocol constants, verbatim from recipe/demystify/reward.py (its module strings and CustomRLHFDataset's map
+# functions, typos included).
+ANSWER_FORMAT = ("\nRemember once you make sure the current answer is your final answer, do not call the tools again "
+                 "and directly output the final answer in the following text format, the answer format must be: "
+                 "\\boxed{'The final answer goes here.'}.")
+MATH_PROMPT_1 = "Analyze and solve the following math problem step by step. \n\n"
+MATH_PROMPT_2 = ("\n\nThe tool could be used for more precise and efficient calculation and could help you to verify "
+                 "your result before you reach the final answer.")
+AGENT_PROMPT = ("\n\n**Note: You should first analyze the problem and form a high-level solution strategy, then "
+                "utilize the tools to help you solve the problem.**")
+GPQA_PROMPT_1 = "Analyze and solve the following {} problem step by step. \n\n"
+GPQA_LETTER = "\n Here you need to put the final uppercase letter option of this problem into \\boxed{}"
+LCB_START = ("You will be given a question (problem specification) and will generate a correct Python program that "
+             "matches the specification and passes all tests.\n\n")
+LCB_EXAMPLES = "\nHere are some input and output examples of the expected code:\nInput:{}\nOutput:\n{}"
+LCB_CODE = ("\n\nRead the inputs from stdin solve the problem and write the answer to stdout (do not directly test on "
+            "the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program "
+            "runs, it reads the inputs, runs the algorithm and writes output to STDOUT.\n```python\n# YOUR CODE HERE"
+            "\n\"")
+CODE_SUBMIT = ("\nBefore sumbit your code, you can utilize tools to check the correctness of your code, once you make "
+               "sure the current code is correct, do not call the tools again and submit your code within ```python\n"
+               "# YOUR CODE HERE\n```.")
+UNITS_NOTE = ("\nDo not put units of the final answer inside \\boxed{}. The content of \\boxed{} should be the "
+              "numerical value of the final answer only, without any units.")  # math_dapo, mega-science
+UNITS_NOTE_OTHER = ("\nDo not put units of the final answer inside \\boxed{}. The content of \\boxed{} should be the "
+                    "final numerical value of the final answer only, without any units.")  # any other math source
+TOY_PROMPT = "Use the tool, then put the answer in \\boxed{}."
 
 
 def source_kind(source):
-    """Map a dataset's source tag to one of the prompt/grader kinds: math, gpqa, code, toy."""
+    """A data source -> its grader: toy, gpqa, code (as the original: "code" in the lower-cased source), math."""
     s = str(source).lower()
-    return "toy" if s == "toy" else "gpqa" if "gpqa" in s else "code" if ("code" in s or "lcb" in s) else "math"
+    return "toy" if s == "toy" else "gpqa" if "gpqa" in s else "code" if "code" in s else "math"
 
 
-def build_prompt_messages(question, source, options=None):
-    """The chat for one problem: the question, the options A-D for GPQA, and the instruction of its kind."""
-    kind = source_kind(source)
-    if options:
-        question += "\n\n" + "\n".join(f"{'ABCD'[i]}) {o}" for i, o in enumerate(options))
-    return [{"role": "user", "content": f"{question}\n\n{PROMPT_SUFFIX[kind]}"}]
+def _json(x):
+    return json.loads(x) if isinstance(x, str) else x
+
+
+def _user(text):
+    return [{"role": "user", "content": text}]
+
+
+def _first_content(row, suffix, prefix=""):
+    msgs = [dict(m) for m in row["prompt"]]
+    msgs[0]["content"] = prefix + msgs[0]["content"] + suffix
+    return msgs
+
+
+def _aime(row, first):
+    q, a = (row["Problem"], row["Answer"]) if first == "AIME2024" else (row["problem"], row["answer"])
+    return _user(MATH_PROMPT_1 + q + MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT), str(a), {}
+
+
+def _gpqa(row, first):
+    text = GPQA_PROMPT_1.format(row["domain"]) + row["problem"] + MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT
+    return _user(text + GPQA_LETTER), str(row["solution"]), {}
+
+
+def _lcb(row, first):
+    tests = _json(row["reward_model"])["ground_truth"]  # the prompt shows every test case the grader runs
+    text = LCB_START + row["problem"] + LCB_EXAMPLES.format(tests["inputs"], tests["outputs"]) + AGENT_PROMPT
+    return _user(text + LCB_CODE + CODE_SUBMIT), tests, _json(row.get("extra_info")) or {}
+
+
+def _units(row, first):
+    return _first_content(row, UNITS_NOTE), _json(row["reward_model"])["ground_truth"], row.get("extra_info") or {}
+
+
+def _other(row, first):
+    if "code" in str(row.get("data_source", "")):  # the row's own source here, case-sensitive, as the original
+        msgs = _first_content(row, AGENT_PROMPT + CODE_SUBMIT)
+    else:
+        msgs = _first_content(row, MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT + UNITS_NOTE_OTHER, MATH_PROMPT_1)
+    return msgs, _json(row["reward_model"])["ground_truth"], row.get("extra_info") or {}
+
+
+PAPER_MAPS = {"AIME2024": _aime, "AIME2025": _aime, "math_dapo": _units, "mega-science": _units,
+              "gpqa_diamond": _gpqa, "LiveCodeBench_v6": _lcb}
+NEEDS = {_aime: [], _gpqa: ["problem", "solution", "domain"], _lcb: ["problem", "reward_model"],
+         _units: ["prompt", "reward_model"], _other: ["prompt", "reward_model"]}
+
+
+def paper_problems(rows, where, default_source=""):
+    """Rows of one file -> problems, prompted as the original's CustomRLHFDataset does: the first row's data_source
+    (or `default_source` for a file without the column) picks one mapping for the whole file."""
+    first = rows[0].get("data_source", default_source)
+    fn = PAPER_MAPS.get(first, _other)
+    need = NEEDS[fn] or (["Problem", "Answer"] if first == "AIME2024" else ["problem", "answer"])
+    missing = [k for k in need if k not in rows[0]]
+    if missing:
+        raise SystemExit(f"data: {where} lacks column(s) {missing}; it has {sorted(rows[0])}")
+    mixed = sorted({str(r.get("data_source", first)) for r in rows})
+    if len(mixed) > 1:
+        print(f"data: {where} mixes data sources {mixed}; as in the original, the first row's ({first}) picks the "
+              "prompt for every row")
+    out = []
+    for i, row in enumerate(rows):
+        msgs, gt, extra = fn(row, first)
+        out.append({"prompt_messages": msgs, "ground_truth": gt, "tools": TOOLS, "extra_info": extra,
+                    "source": first if fn is _aime else row.get("data_source", first),
+                    "id": str(extra.get("index", f"{os.path.basename(where)}-{i}"))})
+    return out
 
 # -----------------------------------------------------------------------------
 # The toy task (DESIGN §7): arithmetic too large for a tiny model's head, one or two tool calls per problem
@@ -207,8 +290,9 @@ def toy_problems(n, seed):
             q, gt, kind = f"What is {a} * {b}?", a * b, "mul"
         else:
             q, gt, kind = f"What is {a} * {b} + {c}? First multiply, then add.", a * b + c, "muladd"
-        out.append({"question": q, "prompt_messages": build_prompt_messages(q, "toy"), "ground_truth": str(gt),
-                    "source": "toy", "kind": kind, "args": (a, b, c), "id": f"toy-{seed}-{len(out)}"})
+        out.append({"question": q, "prompt_messages": [{"role": "user", "content": f"{q}\n\n{TOY_PROMPT}"}],
+                    "ground_truth": str(gt), "tools": CLEAN_TOOLS, "source": "toy", "kind": kind, "args": (a, b, c),
+                    "id": f"toy-{seed}-{len(out)}"})
     return out
 
 
@@ -234,102 +318,82 @@ def toy_sft_conversations(n, seed):
                      {"role": "tool", "content": str(a * b + c)}]
         msgs.append({"role": "assistant", "content": f"The answer is \\boxed{{{p['ground_truth']}}}.",
                      "reasoning_content": f"The tool printed {p['ground_truth']}."})
-        convs.append({"messages": msgs, "tools": TOOLS})
+        convs.append({"messages": msgs, "tools": CLEAN_TOOLS})
     return convs
 
 # -----------------------------------------------------------------------------
-# The paper's datasets: Hub repos or local files (parquet / jsonl)
+# The paper's datasets, in their Hub layouts: a Hub id, a local copy of the repo, or one file
 
 EVAL_REPO = "Gen-Verse/Open-AgentRL-Eval"
+EVAL_FILES = {  # bench: (file in the eval repo, the data_source the original's scripts give it)
+    "aime24": ("aime2024/aime_2024_problems.parquet", "AIME2024"),
+    "aime25": ("aime2025/aime_2025_problems.parquet", "AIME2025"),
+    "gpqa_diamond": ("gpqa-diamond/gpqa_diamond.parquet", "gpqa_diamond"),
+    "livecodebench": ("livecodebench-v6/lcb_v6_2502_2505.parquet", "LiveCodeBench_v6"),
+}
 
 
-def _read_table(path_or_repo, split="train", pattern=None):
-    """Rows (dicts) of a local parquet/jsonl file or directory, or of a Hub dataset repo (downloaded once)."""
+def _files(path_or_repo, relpath=None):
+    """The parquet/jsonl files of a local file, a local directory (`relpath` in it, else every data file under it)
+    or a Hub dataset repo (downloaded once)."""
     import glob
     if os.path.isfile(path_or_repo):
-        files = [path_or_repo]
+        return [path_or_repo]
+    root = path_or_repo
+    if not os.path.isdir(root):
+        if path_or_repo.count("/") != 1:
+            raise SystemExit(f"data: {path_or_repo!r} is neither a local file/directory nor a Hub dataset id")
+        from huggingface_hub import snapshot_download
+        root = snapshot_download(path_or_repo, repo_type="dataset",
+                                 allow_patterns=[relpath] if relpath else ["*.parquet", "*.jsonl"])
+    if relpath:
+        files = glob.glob(os.path.join(root, relpath)) or glob.glob(os.path.join(root, "**", os.path.basename(
+            relpath)), recursive=True)
     else:
-        root = path_or_repo
-        if not os.path.isdir(root):
-            if path_or_repo.count("/") != 1:
-                raise SystemExit(f"data: {path_or_repo!r} is neither a local file/directory nor a Hub dataset id")
-            from huggingface_hub import snapshot_download
-            root = snapshot_download(path_or_repo, repo_type="dataset", allow_patterns=["*.parquet", "*.jsonl",
-                                                                                         "*.json"])
-        files = sorted(f for ext in ("parquet", "jsonl", "json") for f in
-                       glob.glob(os.path.join(root, "**", f"*.{ext}"), recursive=True))
-        if pattern:
-            files = [f for f in files if pattern in os.path.relpath(f, root).lower()]
-        elif any(split in os.path.basename(f) for f in files):
-            files = [f for f in files if split in os.path.basename(f)]
+        files = sorted(f for ext in ("parquet", "jsonl") for f in glob.glob(os.path.join(root, "**", f"*.{ext}"),
+                                                                             recursive=True))
     if not files:
-        raise SystemExit(f"data: no parquet/jsonl file in {path_or_repo!r}" + (f" matching {pattern!r}" if pattern
-                                                                                else ""))
-    rows = []
-    for f in files:
-        if f.endswith(".parquet"):
-            import pyarrow.parquet as pq
-            rows += pq.read_table(f).to_pylist()
-        else:
-            with open(f) as fh:
-                rows += [json.loads(line) for line in fh if line.strip()] if f.endswith(".jsonl") else json.load(fh)
+        raise SystemExit(f"data: no {relpath or 'parquet/jsonl file'} in {path_or_repo!r}")
+    return files
+
+
+def _rows(path):
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        rows = pq.read_table(path).to_pylist()
+    else:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise SystemExit(f"data: {path} is empty")
     return rows
 
 
-def _need(row, keys, where):
-    missing = [k for k in keys if k not in row]
-    if missing:
-        raise SystemExit(f"data: {where} lacks column(s) {missing}; it has {sorted(row)}")
+def load_rl_data(path_or_repo="Gen-Verse/Open-AgentRL-30K"):
+    """RL prompts (Open-AgentRL-30K: Open-AgentRL-30K.parquet, verl layout), each file prompted by its first row's
+    data_source."""
+    return [p for f in _files(path_or_repo) for p in paper_problems(_rows(f), f)]
 
 
-def _problem(row, where):
-    """One RL/eval row -> problem dict. Accepts the verl layout (prompt messages, data_source, reward_model
-    {ground_truth}) and a flat one (question/problem, answer, source, options)."""
-    if "prompt" in row and isinstance(row["prompt"], list):
-        _need(row, ["reward_model"], where)
-        msgs = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]
-        return {"prompt_messages": msgs, "ground_truth": row["reward_model"]["ground_truth"],
-                "source": row.get("data_source", "math"), "id": str((row.get("extra_info") or {}).get("index", ""))}
-    q = next((k for k in ("question", "problem", "prompt") if k in row), None)
-    a = next((k for k in ("answer", "ground_truth", "solution") if k in row), None)
-    if q is None or a is None:
-        raise SystemExit(f"data: {where} needs a prompt list (verl layout) or question + answer columns; it has "
-                         f"{sorted(row)}")
-    source = row.get("data_source", row.get("source", "math"))
-    return {"prompt_messages": build_prompt_messages(row[q], source, row.get("options")), "ground_truth": row[a],
-            "source": source, "id": str(row.get("id", row.get("question_id", "")))}
-
-
-def load_rl_data(path_or_repo="Gen-Verse/Open-AgentRL-30K", split="train"):
-    rows = _read_table(path_or_repo, split)
-    return [_problem(r, path_or_repo) for r in rows]
-
-
-def load_sft_data(path_or_repo="Gen-Verse/Open-AgentRL-SFT-3K", split="train"):
-    rows = _read_table(path_or_repo, split)
-    _need(rows[0], ["messages"], path_or_repo)
+def load_sft_data(path_or_repo="Gen-Verse/Open-AgentRL-SFT-3K"):
+    """SFT conversations (Open-AgentRL-SFT-3K: full_sft_3k_shuffled_v4.parquet, `messages` + `tools`)."""
     out = []
-    for r in rows:
-        tools = r.get("tools") or TOOLS
-        out.append({"messages": json.loads(r["messages"]) if isinstance(r["messages"], str) else r["messages"],
-                    "tools": json.loads(tools) if isinstance(tools, str) else tools})
+    for f in _files(path_or_repo):
+        for r in _rows(f):
+            if "messages" not in r:
+                raise SystemExit(f"data: {f} lacks column(s) ['messages']; it has {sorted(r)}")
+            out.append({"messages": _json(r["messages"]), "tools": _json(r.get("tools")) or TOOLS})
     return out
-
-
-BENCHES = {"aime24": "aime24", "aime25": "aime25", "gpqa_diamond": "gpqa", "livecodebench": "livecodebench"}
 
 
 def load_eval_data(bench, path_or_repo=EVAL_REPO):
     """Problems of one benchmark; "toy" is 200 fixed toy problems (a seed no training run uses by default)."""
     if bench == "toy":
         return toy_problems(200, seed=999_999)
-    if bench not in BENCHES:
-        raise SystemExit(f"eval: unknown bench {bench!r}; choose from toy, {', '.join(BENCHES)}")
-    rows = _read_table(path_or_repo, pattern=BENCHES[bench])
-    probs = [_problem(r, f"{path_or_repo} ({bench})") for r in rows]
-    for i, p in enumerate(probs):
-        p["id"] = p["id"] or f"{bench}-{i}"
-    return probs
+    if bench not in EVAL_FILES:
+        raise SystemExit(f"eval: unknown bench {bench!r}; choose from toy, {', '.join(EVAL_FILES)}")
+    relpath, source = EVAL_FILES[bench]
+    return [p for f in _files(path_or_repo, relpath) for p in paper_problems(_rows(f), f, source)]
 
 
 if __name__ == "__main__":

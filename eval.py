@@ -1,18 +1,23 @@
 """Evaluate a model on the paper's benchmarks with the training agent loop: avg@k, pass@k, maj@k with bootstrap CIs.
 
 Every problem is sampled k times through the same multi-turn tool loop (rollout.py) and graders (reward.py) as
-training. avg@k is the paper's metric (mean accuracy over all samples, k=32, T=1.0, top_p=0.6); pass@k is the
-unbiased estimator of Chen et al. (2021); maj@k votes over canonicalised answers. Each comes with a percentile
-bootstrap CI over problems. Per-sample results are appended to a JSONL cache as they finish, so a killed run
-resumes where it stopped; the cache key holds every sampling knob, so changing one never reuses stale samples.
+training, under one protocol (DESIGN §4): "paper" (default: the original recipe's tool I/O, strict grader and eval
+settings: prompts over 4,096 tokens dropped, k=32, T=1.0, top_p=0.6, 20,480 tokens, 16 turns) or "clean". avg@k is
+the paper's metric (mean accuracy over all samples); pass@k is the unbiased estimator of Chen et al. (2021); maj@k
+votes over canonicalised answers. Each comes with a percentile bootstrap CI over problems. Per-sample results are
+appended to a JSONL cache as they finish, so a killed run resumes where it stopped; the cache key holds every
+sampling knob, so changing one never reuses stale samples.
 
-    python eval.py --bench toy --model toy:tiny --k 2 --limit 4 --max_response_len 64      # CPU smoke test
+    python eval.py --bench toy --model toy:tiny --k 2 --limit 4 --max_response_len 64 --protocol clean   # CPU smoke
     python eval.py --bench aime25 --model youngzhong/SOD-0.6B                                # 1 GPU, vLLM, avg@32
     python eval.py --bench gpqa_diamond --model out/sod/step_000100/model --k 8 --limit 50
     python eval.py --compare out/eval/a/aime25.json out/eval/b/aime25.json                   # paired difference
 
 Outputs (in --out_dir): <bench>.json (knobs, metrics, pass@k curve, per-sample results), <bench>.md (report),
 <bench>.png (per-problem success rates, pass@k curve), <bench>.samples.jsonl (the resumable cache with responses).
+
+eval.py uses one GPU (vLLM or the HF engine on the current device); to use several, run one process per benchmark
+or per model with CUDA_VISIBLE_DEVICES set.
 """
 
 import hashlib
@@ -180,16 +185,25 @@ def load_cache(path, key):
     return done
 
 
-def prompt_ids(tokenizer, messages):
-    text = tokenizer.apply_chat_template(messages, tools=data.TOOLS, tokenize=False, add_generation_prompt=True)
-    return tokenizer.encode(text, add_special_tokens=False)
+def prompt_ids(tokenizer, problem, tools=True):
+    """The prompt's ids: the chat template with the problem's tool schema (without it when tools=False)."""
+    return tokenizer.apply_chat_template(problem["prompt_messages"], tools=problem["tools"] if tools else None,
+                                         add_generation_prompt=True, tokenize=True, return_dict=False)
 
 
-def grade(problem, j, ep, max_response_len, execute):
+def drop_long_prompts(tokenizer, problems, max_len):
+    """(kept problems, number dropped): prompts longer than max_len tokens, measured as the original's filter does
+    (verl/utils/dataset/rl_dataset.py, maybe_filter_out_long_prompts: the chat template without the tool block)."""
+    kept = [p for p in problems if len(prompt_ids(tokenizer, p, tools=False)) <= max_len]
+    return kept, len(problems) - len(kept)
+
+
+def grade(problem, j, ep, max_response_len, execute, grader, shaping):
     """One sample's record: the grade from the training reward, the TIR counters and the response itself."""
     response_len = len(ep.ids) - len(ep.prompt_ids)
     s = reward.compute_score(problem["source"], ep.response_text, problem["ground_truth"], ep.num_turns,
-                             response_len, max_response_len, run=execute)
+                             response_len, max_response_len, run=execute, grader=grader, shaping=shaping,
+                             extra_info=problem.get("extra_info"))
     return dict(problem_id=problem["id"], sample=j, acc=bool(s["acc"]), score=float(s["score"]), pred=s["pred"],
                 num_turns=ep.num_turns, num_tool_calls=ep.num_tool_calls, tool_errors=ep.tool_errors,
                 tool_timeouts=ep.tool_timeouts, response_len=response_len, overlong=bool(ep.overlong),
@@ -197,18 +211,21 @@ def grade(problem, j, ep, max_response_len, execute):
 
 
 def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_response_len=20480, max_turns=16,
-             max_obs_chars=4096, batch_size=256, seed=0, execute=None, n_boot=1000, out_path=None, meta=None,
-             progress=True):
+             tools=None, grader="strict", shaping="row", mode="continuous", batch_size=256, seed=0, execute=None,
+             n_boot=1000, out_path=None, meta=None, progress=True):
     """Sample every problem k times through the agent loop, grade, and return compute_metrics' flat dict.
     With out_path (a path stem), samples are cached in <stem>.samples.jsonl as they finish (finished ones are
     skipped on restart) and <stem>.json / .md / .png are written; without it nothing touches the disk. `meta`
     adds run knobs (model, bench, data, backend, ...) to the cache key and the report. The global RNG is left as
-    it was, so a training loop that calls this stays reproducible."""
+    it was, so a training loop that calls this stays reproducible. `tools` is a rollout.ToolProtocol (None = the
+    paper's); `grader` and `shaping` are reward.compute_score's."""
     import torch
     from tqdm import tqdm
 
-    knobs = dict(meta or {}, temperature=temperature, top_p=top_p, max_response_len=max_response_len,
-                 max_turns=max_turns, max_obs_chars=max_obs_chars, seed=seed)
+    tools = tools or rollout.tool_protocol("paper")
+    knobs = dict(meta or {}, protocol=tools.name, tools=vars(tools), grader=grader, shaping=shaping,
+                 temperature=temperature, top_p=top_p, max_response_len=max_response_len, max_turns=max_turns,
+                 rollout_mode=mode, seed=seed)
     key = fingerprint(knobs)  # k and the problem list are not in it: more samples or problems extend a cache
     knobs |= {"k": k, "problems": len(problems), "data_sha": fingerprint([(p["id"], p["prompt_messages"],
                                                                            p["ground_truth"]) for p in problems])}
@@ -216,19 +233,20 @@ def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_
     psha = {p["id"]: fingerprint([p["prompt_messages"], p["ground_truth"]]) for p in problems}
     done = {ij: r for ij, r in (load_cache(cache, key) if cache else {}).items() if psha.get(ij[0]) == r["psha"]}
     todo = [(p, j) for p in problems for j in range(k) if (p["id"], j) not in done]
-    ids = {p["id"]: prompt_ids(tokenizer, p["prompt_messages"]) for p in problems}
+    ids = {p["id"]: prompt_ids(tokenizer, p) for p in problems}
     if cache:
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     bar = tqdm(total=len(problems) * k, initial=len(problems) * k - len(todo), desc="eval", unit="sample",
                disable=not progress, dynamic_ncols=True)
-    with torch.random.fork_rng():
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []  # fork only the GPU we sample on
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for i in range(0, len(todo), batch_size):
             chunk = todo[i:i + batch_size]
             eps = rollout.rollout(engine, tokenizer, [ids[p["id"]] for p, _ in chunk], max_turns=max_turns,
-                                  max_response_len=max_response_len, max_obs_chars=max_obs_chars,
-                                  temperature=temperature, top_p=top_p, execute=execute)
-            recs = [grade(p, j, ep, max_response_len, execute) | {"key": key, "psha": psha[p["id"]]}
+                                  max_response_len=max_response_len, temperature=temperature, top_p=top_p,
+                                  execute=execute, tools=tools, mode=mode)
+            recs = [grade(p, j, ep, max_response_len, execute, grader, shaping) | {"key": key, "psha": psha[p["id"]]}
                     for (p, j), ep in zip(chunk, eps, strict=True)]
             if cache:
                 with open(cache, "a") as f:
@@ -259,6 +277,8 @@ def write_reports(out_path, knobs, metrics, samples):
         json.dump({"knobs": knobs, "metrics": metrics, "pass_curve": curve, "samples": slim}, f, indent=1)
     lines = [f"# {knobs.get('bench', 'eval')}: {knobs.get('model', '')}", "",
              f"{metrics['problems']} problems x {k} samples; 95% percentile bootstrap CIs over problems.", "",
+             f"Protocol `{knobs.get('protocol')}` (tool I/O), grader `{knobs.get('grader')}`, tool-use shaping "
+             f"`{knobs.get('shaping')}`; {knobs.get('dropped_long_prompts', 0)} prompts dropped as too long.", "",
              "| metric | % | 95% CI |", "|---|---|---|"]
     lines += [f"| {m}@{k} | {pct(metrics[f'{m}@{k}'])} | [{pct(metrics[f'{m}@{k}_lo'])}, "
               f"{pct(metrics[f'{m}@{k}_hi'])}] |" for m in ("avg", "pass", "maj")]
@@ -298,7 +318,13 @@ class Config:
     top_p: float = 0.6  # nucleus sampling (paper: 0.6)
     max_response_len: int = 20480  # tokens per episode after the prompt, tool responses included (paper: 20480)
     max_turns: int = 16  # assistant turns per episode (paper: 16)
-    max_obs_chars: int = 4096  # tool output kept per call, truncated with a marker
+    max_prompt_len: int = 4096  # longer prompts are dropped and counted (paper's eval scripts: 4096)
+    protocol: str = ""  # paper (original tool I/O and grading) | clean (DESIGN §4); "" = paper, clean for toy
+    grader: str = ""  # strict | normalized | math_verify; "" = the protocol's (paper: strict, clean: normalized)
+    shaping: str = ""  # tool-use shaping of wrong answers: row | turns | none; "" = the protocol's (reward.py)
+    max_obs_chars: int = 0  # tool output shown per call; 0 = the protocol's (paper: 256, clean: 2048)
+    tool_timeout: float = 0.0  # seconds per tool call; 0 = the protocol's (paper: 60, clean: 10)
+    rollout_mode: str = "continuous"  # continuous (no per-turn barrier) | sync (turn by turn)
     backend: str = "auto"  # auto (vllm on GPU when installed, else hf) | hf | vllm
     gpu_memory_utilization: float = 0.75  # vLLM's share of GPU memory
     batch_size: int = 256  # episodes per rollout call (and per cache write)
@@ -361,17 +387,23 @@ def main(argv=None):
     if not cfg.model:
         raise SystemExit("eval: --model is required (a HF model directory, a run directory, a Hub id or toy:tiny)")
     print_config(cfg)
+    cfg.protocol = cfg.protocol or ("clean" if cfg.bench == "toy" else "paper")
+    tools = rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None)
+    grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
-    problems = problems[:cfg.limit] if cfg.limit > 0 else problems
     engine, tokenizer, backend = make_engine(cfg, load_model)
+    problems, dropped = drop_long_prompts(tokenizer, problems, cfg.max_prompt_len)
+    print(f"eval: {cfg.bench}: {len(problems)} problems ({dropped} dropped as longer than {cfg.max_prompt_len} "
+          f"tokens); protocol {tools.name}, grader {grading['grader']}, shaping {grading['shaping']}")
+    problems = problems[:cfg.limit] if cfg.limit > 0 else problems
     out_dir = cfg.out_dir or os.path.join("out", "eval", re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.model).strip("_."))
     meta = dict(bench=cfg.bench, data=cfg.data or "default", model=cfg.model, model_files=model_files(cfg.model),
-                backend=backend, sandbox=cfg.sandbox)
+                backend=backend, sandbox=cfg.sandbox, max_prompt_len=cfg.max_prompt_len, dropped_long_prompts=dropped)
     metrics = evaluate(engine, tokenizer, problems, cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_response_len=cfg.max_response_len, max_turns=cfg.max_turns,
-                       max_obs_chars=cfg.max_obs_chars, batch_size=cfg.batch_size, seed=cfg.seed,
-                       execute=sandbox.make_executor(cfg.sandbox), n_boot=cfg.n_boot,
-                       out_path=os.path.join(out_dir, cfg.bench), meta=meta)
+                       max_response_len=cfg.max_response_len, max_turns=cfg.max_turns, tools=tools,
+                       mode=cfg.rollout_mode, batch_size=cfg.batch_size, seed=cfg.seed,
+                       execute=sandbox.make_executor(cfg.sandbox, tools.memory_mb), n_boot=cfg.n_boot,
+                       out_path=os.path.join(out_dir, cfg.bench), meta=meta, **grading)
     k = cfg.k
     print(" | ".join(f"{m}@{k} {pct(metrics[f'{m}@{k}'])} [{pct(metrics[f'{m}@{k}_lo'])}, "
                      f"{pct(metrics[f'{m}@{k}_hi'])}]" for m in ("avg", "pass", "maj"))

@@ -65,8 +65,88 @@ def parse_tool_calls(text):
     return calls
 
 
+@dataclass(frozen=True)
+class ToolProtocol:
+    """How tool calls are run and answered (DESIGN §4). "paper" is the original recipe, quirks included (the files
+    named below are the original's); "clean" is what we would design without history (the toy's default)."""
+    name: str = "clean"  # paper | clean
+    max_chars: int = 2048  # characters of tool output the model reads back per call
+    timeout: float = 10.0  # seconds per call
+    memory_mb: int = 2048  # per call (the caller builds its executor with it)
+    max_calls: int = 0  # calls run per assistant turn, in order (0 = all)
+
+
+PROTOCOLS = {  # paper: sandbox_fusion_tool_config.yaml (60 s, 2048 MB), rollout.yaml (256 chars, 1 call per turn)
+    "paper": dict(max_chars=256, timeout=60.0, memory_mb=2048, max_calls=1),
+    "clean": dict(max_chars=2048, timeout=10.0, memory_mb=2048, max_calls=0),
+}
+
+
+def tool_protocol(name="clean", **overrides):
+    """The ToolProtocol `name` with some fields overridden (None leaves the protocol's value)."""
+    if name not in PROTOCOLS:
+        raise SystemExit(f"tools: unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+    return ToolProtocol(name, **(PROTOCOLS[name] | {k: v for k, v in overrides.items() if v is not None}))
+
+
+# Fixed reply texts of the paper protocol, verbatim from verl/tools/sandbox_fusion_tools.py (a program that did not
+# run to its end) and verl/experimental/agent_loop/tool_agent_loop.py (a call it could not make).
+PAPER_NO_OUTPUT = "no stdout here"
+PAPER_CALL_ERROR = "Error when executing tool: {}"
+PAPER_CUT = "...(truncated)..."
+
+
+def paper_code(code):
+    """The code the original runs (recipe/demystify/reward.py CustomSandboxFusionTool): the first ```python block
+    when there is one, then the last non-empty line wrapped in print(...) unless it starts with "print", textually
+    (so a last line `x = 5` becomes a SyntaxError the model reads back)."""
+    blocks = re.findall(r"```python(.*?)```", code, re.S)
+    lines = (blocks[0].strip() if blocks else code).split("\n")
+    for i in reversed(range(len(lines))):
+        if lines[i] != "":
+            lines[i] = lines[i] if lines[i].startswith("print") else f"print({lines[i]})"
+            break
+    return "\n".join(lines)
+
+
+def _paper_turn(text, execute, proto):
+    """The original's hermes parsing and call (tool_parser.py, tool_agent_loop.py): calls whose JSON or name /
+    arguments keys fail are dropped; none left ends the episode; only the first max_calls run; a call the tool
+    cannot make (unknown name, arguments without a string "code") is answered with the error's text."""
+    if "<tool_call>" not in text or "</tool_call>" not in text:
+        return None
+    parsed, dropped = [], 0
+    for body in re.findall(r"<tool_call>(.*?)</tool_call>", text, re.S):
+        try:
+            obj = json.loads(body)
+            parsed.append({"name": obj["name"], "arguments": obj["arguments"]})
+        except Exception:  # the original drops the call whatever went wrong (not JSON, not a dict, a missing key)
+            dropped += 1
+    if not parsed:
+        return {"calls": [{"error": "unparsable tool call"}] * dropped, "status": ["malformed"] * dropped,
+                "observations": [], "end": True}
+    calls, status, obs = parsed[:proto.max_calls or None], [], []
+    for c in calls:
+        try:
+            if c["name"] != data.TOOL_NAME:
+                raise KeyError(c["name"])  # the original looks the name up in its dict of tools
+            code = c["arguments"]["code"]
+            res = execute(paper_code(code), proto.timeout, echo=False)
+            status.append(res.status)
+            text = res.stdout + res.stderr if res.status in ("ok", "error", "memory") else PAPER_NO_OUTPUT
+        except Exception as e:  # the same Python errors the original's tool raises on bad arguments
+            status.append("malformed")
+            text = PAPER_CALL_ERROR.format(e)
+        if len(text) > proto.max_chars:
+            half = proto.max_chars // 2
+            text = text[:half] + PAPER_CUT + text[-half:]
+        obs.append(text)
+    return {"calls": calls, "status": status, "observations": obs, "end": False}
+
+
 def observation(call, result, max_chars):
-    """The text the model reads back for one call; `result` is a sandbox ExecResult (None for malformed calls)."""
+    """The text the model reads back for one call under "clean"; `result` is a sandbox ExecResult (None for
+    malformed calls)."""
     if "error" in call:
         text = f"Error: {call['error']}"
     elif result.status == "ok":
@@ -80,14 +160,38 @@ def observation(call, result, max_chars):
     return text
 
 
-def tool_response_ids(tok, contents):
+def tool_turn(text, execute, proto):
+    """Run the tool calls of one assistant turn under `proto`. None when the turn calls no tool (the episode ends
+    with its answer); else {"calls", "status" (ok | error | timeout | memory | killed | malformed), "observations"
+    (one reply per call run), "end" (the episode ends now: a paper turn whose calls all fail to parse)}.
+    `execute(code, timeout, echo=...)` is a sandbox executor; thread-safe, so many turns may run at once."""
+    if proto.name == "paper":
+        return _paper_turn(text, execute, proto)
+    calls = parse_tool_calls(text)[:proto.max_calls or None]
+    if not calls:
+        return None
+
+    def run(c):  # clean: an AST echo of a final bare expression; malformed calls get an error reply
+        return None if "error" in c else execute(c["arguments"]["code"], proto.timeout, echo=True)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, calls))
+    return {"calls": calls, "status": ["malformed" if r is None else r.status for r in results],
+            "observations": [observation(c, r, proto.max_chars) for c, r in zip(calls, results)], "end": False}
+
+
+def tool_response_ids(tok, contents, proto):
     """Token ids that follow an assistant turn's <|im_end|> and carry `contents` back as tool messages, up to the
-    next assistant generation prompt. Rendered once by diffing two renders of a dummy chat (the prefix property:
-    the longer render must extend the shorter one token for token)."""
+    next assistant generation prompt. clean: the suffix the full template renders (from the newline after
+    <|im_end|>), by diffing two renders of a dummy chat (the prefix property: the longer render must extend the
+    shorter one token for token). paper: the tool messages rendered on their own, as the original's agent loop does
+    (tool_agent_loop.py), so without that newline."""
+    tools = [{"role": "tool", "content": c} for c in contents]
+    if proto.name == "paper":
+        empty = tok.apply_chat_template([{}], tokenize=True, return_dict=False)  # the original's "system prompt"
+        return tok.apply_chat_template(tools, add_generation_prompt=True, tokenize=True, return_dict=False)[len(empty):]
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r"}]
-    base = tok.apply_chat_template(chat, tools=data.TOOLS, tokenize=True, return_dict=False)
-    full = tok.apply_chat_template(chat + [{"role": "tool", "content": c} for c in contents], tools=data.TOOLS,
-                                   add_generation_prompt=True, tokenize=True, return_dict=False)
+    base = tok.apply_chat_template(chat, tokenize=True, return_dict=False)
+    full = tok.apply_chat_template(chat + tools, add_generation_prompt=True, tokenize=True, return_dict=False)
     assert full[:len(base)] == base, "chat template breaks the prefix property: cannot append tool turns by ids"
     end = max(i for i, t in enumerate(base) if t == tok.convert_tokens_to_ids("<|im_end|>"))
     return full[end + 1:]
@@ -108,7 +212,7 @@ class Episode:
     tool_errors: int = 0  # malformed calls and code that failed (error, memory, killed)
     tool_timeouts: int = 0
     overlong: bool = False
-    finish: str = ""  # answer (a turn without a tool call) | max_turns | length
+    finish: str = ""  # answer (a turn without a tool call) | max_turns | length | malformed
     response_text: str = ""
     score: float | None = None
     acc: bool | None = None
@@ -130,14 +234,18 @@ class Episode:
         return out
 
 
-def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, max_obs_chars=2048,
-            temperature=1.0, top_p=1.0, execute=None, tool_timeout=10.0):
+def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, temperature=1.0, top_p=1.0,
+            execute=None, tools=None, mode="continuous"):
     """One episode per prompt. Each turn, every active episode is sampled in one engine call, then all their tool
-    calls run concurrently; an episode ends on a turn without a tool call (its answer), at max_turns, or when the
-    response reaches max_response_len tokens (overlong)."""
+    turns run concurrently (`tools`: a ToolProtocol, None = "clean"); an episode ends on a turn without a tool call
+    (its answer), on a turn the protocol ends (malformed), at max_turns, or when the response reaches
+    max_response_len tokens (overlong). This loop is turn-synchronous whatever `mode` ("continuous" | "sync")."""
+    if mode not in ("continuous", "sync"):
+        raise ValueError(f"rollout: mode must be continuous or sync, not {mode!r}")
+    tools = tools or tool_protocol("clean")
     if execute is None:
         import sandbox
-        execute = sandbox.run_code
+        execute = sandbox.make_executor(None, tools.memory_mb)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     eps = [Episode(list(p), list(p), [0] * len(p), [0.0] * len(p)) for p in prompt_ids_list]
@@ -161,28 +269,29 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
                 if not new or new[-1] not in (im_end, eos):  # cut by the length limit (or the engine's max tokens)
                     ep.overlong, ep.finish = ep.response_len >= max_response_len, "length"
                     continue
-                calls = parse_tool_calls(text)
-                if not calls or new[-1] == eos:  # a turn that ends the document ends the episode: nothing to append to
+                if new[-1] == eos:  # a turn that ends the document ends the episode: nothing to append to
                     ep.finish = "answer"
                 elif turn == max_turns - 1:
-                    ep.finish = "max_turns"
+                    ep.finish = "max_turns" if parse_tool_calls(text) else "answer"
                 else:
-                    pending.append((i, calls, [pool.submit(execute, c["arguments"]["code"], tool_timeout)
-                                               if "error" not in c else None for c in calls]))
+                    pending.append((i, pool.submit(tool_turn, text, execute, tools)))
             active = []
-            for i, calls, futures in pending:
-                ep, obs = eps[i], []
-                for c, fut in zip(calls, futures):
-                    res = fut.result() if fut is not None else None
-                    status = "malformed" if res is None else res.status
+            for i, fut in pending:
+                ep, res = eps[i], fut.result()
+                if res is None:
+                    ep.finish = "answer"
+                    continue
+                for c, status in zip(res["calls"], res["status"]):
                     ep.num_tool_calls += 1
                     ep.tool_errors += status not in ("ok", "timeout")
                     ep.tool_timeouts += status == "timeout"
-                    obs.append(observation(c, res, max_obs_chars))
                     ep.turns[-1]["calls"].append(c)
                     ep.turns[-1]["status"].append(status)
-                ep.turns[-1]["observations"] = obs
-                obs_ids = tool_response_ids(tokenizer, obs)
+                ep.turns[-1]["observations"] = res["observations"]
+                if res["end"]:
+                    ep.finish = "malformed"
+                    continue
+                obs_ids = tool_response_ids(tokenizer, res["observations"], tools)
                 if ep.response_len + len(obs_ids) >= max_response_len:  # no room to answer after the tool output
                     ep.overlong, ep.finish = True, "length"
                     continue
@@ -377,8 +486,8 @@ def main(argv=None):
     prompts = [tok.apply_chat_template(p["prompt_messages"], tools=data.TOOLS, add_generation_prompt=True,
                                        tokenize=True, return_dict=False) for p in problems]
     eps = rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
-                  max_obs_chars=cfg.max_obs_chars, temperature=cfg.temperature, top_p=cfg.top_p,
-                  execute=sandbox.make_executor(cfg.sandbox_url))
+                  tools=tool_protocol("clean", max_chars=cfg.max_obs_chars), temperature=cfg.temperature,
+                  top_p=cfg.top_p, execute=sandbox.make_executor(cfg.sandbox_url))
     for p, ep in zip(problems, eps):
         print(f"\n=== {p['question']} (answer {p['ground_truth']}) | {ep.num_turns} turns, {ep.num_tool_calls} calls "
               f"({ep.tool_errors} errors), {ep.response_len} tokens, finish {ep.finish}\n{ep.response_text}")

@@ -421,7 +421,7 @@ def from_fusion(resp, max_chars=MAX_CHARS):
 def make_executor(url=None, memory_mb=2048):
     """callable(code, timeout) -> ExecResult: our pool for None / "local", else the SandboxFusion server at `url`."""
     if url in (None, "", "local"):
-        return lambda code, timeout=10.0: run_code(code, timeout, memory_mb)
+        return lambda code, timeout=10.0, echo=True: run_code(code, timeout, memory_mb, echo=echo)
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"sandbox: expected None, 'local' or an http(s):// SandboxFusion URL, got {url!r}")
     import requests

@@ -57,13 +57,16 @@ class Config:
     max_turns: int = 16  # assistant turns per episode
     max_prompt_len: int = 2560  # longer prompts are dropped at load time
     max_response_len: int = 20480  # response tokens per episode (tool outputs included)
-    max_obs_chars: int = 2048  # tool output shown to the model
+    protocol: str = "clean"  # tool I/O and grading, DESIGN §4: paper (the original recipe) | clean (the toy's)
+    grader: str = ""  # strict | normalized | math_verify; "" = the protocol's (paper: strict, clean: normalized)
+    shaping: str = ""  # tool-use shaping of wrong answers: row | turns | none; "" = the protocol's (reward.py)
+    max_obs_chars: int = 0  # tool output shown per call; 0 = the protocol's (paper: 256, clean: 2048)
     temperature: float = 1.0
     top_p: float = 1.0
     val_temperature: float = 1.0
     val_top_p: float = 0.6
     sandbox_url: str | None = None  # None: local sandbox pool; else a SandboxFusion URL
-    tool_timeout: float = 10.0  # seconds per tool call
+    tool_timeout: float = 0.0  # seconds per tool call; 0 = the protocol's (paper: 60, clean: 10)
     overlong_buffer: int = 1024  # DAPO overlong shaping
     overlong_penalty: float = 1.0
     gpu_memory_utilization: float = 0.75  # vLLM
@@ -94,17 +97,19 @@ class Config:
 # Helpers (pure, tested in tests/test_sod.py)
 
 def load_problems(spec, tok, max_prompt_len, limit=0, seed=0, bench=False):
-    """Problems with their prompt ids; prompts longer than max_prompt_len are dropped (count printed)."""
+    """Problems with their prompt ids; prompts longer than max_prompt_len are dropped (count printed), measured as
+    the original's filter does (rl_dataset.py, maybe_filter_out_long_prompts: the template without the tools)."""
     if bench:
         probs = data.load_eval_data(spec)
     else:
         probs = data.toy_problems(2048, seed=seed) if spec == "toy" else data.load_rl_data(spec)
     if limit:
         probs = probs[:limit]
-    for p in probs:
-        p["prompt_ids"] = tok.apply_chat_template(p["prompt_messages"], tools=data.TOOLS, add_generation_prompt=True,
-                                                  tokenize=True, return_dict=False)
-    kept = [p for p in probs if len(p["prompt_ids"]) <= max_prompt_len]
+    template = lambda p, tools: tok.apply_chat_template(p["prompt_messages"], tools=tools, add_generation_prompt=True,
+                                                        tokenize=True, return_dict=False)
+    kept = [p for p in probs if len(template(p, None)) <= max_prompt_len]
+    for p in kept:
+        p["prompt_ids"] = template(p, p["tools"])
     print0(f"data: {spec}: {len(kept)} problems ({len(probs) - len(kept)} dropped as longer than {max_prompt_len})")
     if not kept:
         raise SystemExit(f"data: no usable problem in {spec!r}")
@@ -131,8 +136,9 @@ def sample_episodes(engine, tok, problems, n, cfg, temperature, top_p, execute):
     """n graded episodes per problem (grouped: problem i owns episodes i*n .. i*n+n-1)."""
     prompts = [p["prompt_ids"] for p in problems for _ in range(n)]
     eps = rollout.rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
-                          max_obs_chars=cfg.max_obs_chars, temperature=temperature, top_p=top_p, execute=execute,
-                          tool_timeout=cfg.tool_timeout)
+                          temperature=temperature, top_p=top_p, execute=execute,
+                          tools=rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None,
+                                                      timeout=cfg.tool_timeout or None))
     for i, ep in enumerate(eps):
         p = problems[i // n]
         r = reward.compute_score(p["source"], ep.response_text, p["ground_truth"], ep.num_turns, ep.response_len,

@@ -20,6 +20,7 @@ n = 16
 mini_batch_prompts = 16
 ppo_epochs = 1
 max_turns = 16
+protocol = "paper"  # the original recipe's tool I/O and grading (DESIGN §4)
 max_prompt_len = 2560
 max_response_len = 20480
 temperature = 1.0

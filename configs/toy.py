@@ -17,6 +17,7 @@ mini_batch_prompts = 8
 max_turns = 4
 max_prompt_len = 2048
 max_response_len = 256
+protocol = "clean"
 max_obs_chars = 256
 tool_timeout = 5.0
 overlong_buffer = 32

@@ -159,6 +159,8 @@ def test_toy_eval_end_to_end_and_resume(tmp_path):
         assert os.path.getsize(stem + ext) > 0
     rep = json.load(open(stem + ".json"))
     assert rep["knobs"]["top_p"] == 1.0 and len(rep["samples"]) == 6
+    assert rep["knobs"]["protocol"] == "paper" and rep["knobs"]["grader"] == "strict"  # evaluate's defaults
+    assert "Protocol `paper` (tool I/O), grader `strict`" in open(stem + ".md").read()
     # a restart with one more sample per problem only samples the missing ones
     ev.evaluate(eng, tok, problems, 3, out_path=stem, **kw)
     assert 3 <= eng.prompts - first < 6

@@ -87,7 +87,7 @@ def test_tool_response_ids_prefix_property(tok):
     before = tok.apply_chat_template(chat + [turn], tools=data.TOOLS, tokenize=True, return_dict=False)
     after = tok.apply_chat_template(chat + [turn] + [{"role": "tool", "content": r} for r in results],
                                     tools=data.TOOLS, add_generation_prompt=True, tokenize=True, return_dict=False)
-    obs = rollout.tool_response_ids(tok, results)
+    obs = rollout.tool_response_ids(tok, results, rollout.tool_protocol())
     end = len(before) - 1  # before ends with "<|im_end|>\n"; appended ids continue right after <|im_end|>
     assert after == before[:end] + obs
     assert obs == enc(tok, tool_turn(results))
@@ -115,7 +115,7 @@ def same_script(tok, turns):
     return Scripted(tok, lambda p: turns[min(tok.decode(p).count("<tool_response>"), len(turns) - 1)])
 
 
-def fake_exec(code, timeout):
+def fake_exec(code, timeout, echo=True):
     if "boom" in code:
         return ExecResult("error", "", "ZeroDivisionError: division by zero", 0.01)
     if "sleep" in code:
@@ -164,7 +164,7 @@ def test_malformed_calls_become_error_observations(tok):
     bad = '<tool_call>{"name": "python", "arguments": {"code": "1"}}</tool_call><|im_end|>'
     seen = []
     ep = rollout.rollout(same_script(tok, [bad, "ok<|im_end|>"]), tok, [prompt(tok)], max_turns=4,
-                         max_response_len=500, execute=lambda code, timeout: seen.append(code))[0]
+                         max_response_len=500, execute=lambda code, timeout, echo=True: seen.append(code))[0]
     assert seen == [] and ep.tool_errors == 1 and ep.num_tool_calls == 1 and ep.turns[0]["status"] == ["malformed"]
     obs = ep.turns[0]["observations"][0]
     assert obs.startswith("Error: unknown tool 'python'")
@@ -175,7 +175,7 @@ def test_malformed_calls_become_error_observations(tok):
 def test_tool_calls_of_a_turn_run_concurrently(tok):
     barrier = threading.Barrier(4, timeout=10)  # every call waits for the 3 others: sequential execution would fail
 
-    def execute(code, timeout):
+    def execute(code, timeout, echo=True):
         barrier.wait()
         return ExecResult("ok", "1\n", "", 0.0)
     turns = [(CALL % "1") * 2 + "<|im_end|>", "done<|im_end|>"]
@@ -218,7 +218,7 @@ def test_length_limits(tok):
 def test_observation_limit_and_statuses(tok):
     call = (CALL % "print(10 ** 300)") + "<|im_end|>"
     ep = rollout.rollout(same_script(tok, [call, "done<|im_end|>"]), tok, [prompt(tok)], max_turns=3,
-                         max_response_len=10_000, max_obs_chars=50, execute=fake_exec)[0]
+                         max_response_len=10_000, tools=rollout.tool_protocol(max_chars=50), execute=fake_exec)[0]
     obs = ep.turns[0]["observations"][0]
     assert obs == "1" + "0" * 49 + "\n... [truncated 251 characters]"
     assert f"<tool_response>\n{obs}\n</tool_response>" in tok.decode(ep.ids)
