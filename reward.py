@@ -225,7 +225,7 @@ def grade_code(response_text, tests, run=None, mode="strict", timeout=CODE_TIMEO
 
 
 def compute_score(source, response_text, ground_truth, num_turns, response_len, max_response_len,
-                  overlong_buffer=1024, overlong_penalty=1.0, run=None, *, grader="strict", shaping="row",
+                  overlong_buffer=1024, overlong_penalty=1.0, run=None, *, grader="normalized", shaping="turns",
                   extra_info=None):
     """The training reward (recipe/demystify/reward.py compute_score + the DAPO reward manager). Graded with
     `grader` (GPQA by the strict check against its letter under "strict"); correct = 1, wrong = -1, code = the
@@ -234,7 +234,8 @@ def compute_score(source, response_text, ground_truth, num_turns, response_len, 
     absent, so every wrong answer scores -1.1; "turns" the count the original's agent loop makes (user + assistant
     turns + 1 = 2 * num_turns, as its tool turns are always one fewer); "none" no shaping. DAPO overlong shaping
     then subtracts up to `overlong_penalty` linearly over the last `overlong_buffer` tokens before
-    max_response_len."""
+    max_response_len. The defaults are the clean protocol's; reward.grading(protocol) gives either set.
+    `extra_info` is the problem's (data.py keeps the row's)."""
     if grader not in GRADERS or shaping not in SHAPINGS:
         raise ValueError(f"reward: grader must be one of {GRADERS} and shaping one of {SHAPINGS}")
     kind = data.source_kind(source)

@@ -267,7 +267,8 @@ def test_grade_gpqa_table(text, gt, strict, lenient):
 
 def test_strict_grading_sees_the_text_the_original_decodes():
     text = "\\boxed{7}" + "." * 85 + "<|im_end|>"  # 94 characters after skip_special_tokens, 104 before
-    assert not reward.grade_math(text, "7") and reward.compute_score("math", text, "7", 1, 10, 100)["acc"]
+    assert not reward.grade_math(text, "7")
+    assert reward.compute_score("math", text, "7", 1, 10, 100, grader="strict")["acc"]
 
 
 def py(code):
@@ -324,13 +325,13 @@ def test_grade_code_table(response, tests, mode, want):
 ])
 def test_compute_score_shaping(correct, extra, shaping, turns, length, want):
     text = "\\boxed{5}" if correct else "\\boxed{6}"
-    r = reward.compute_score("math_dapo", text, "5", turns, length, 1000, overlong_buffer=100, shaping=shaping,
-                             extra_info=extra)
+    r = reward.compute_score("math_dapo", text, "5", turns, length, 1000, overlong_buffer=100, grader="strict",
+                             shaping=shaping, extra_info=extra)
     assert r["acc"] is correct and r["score"] == pytest.approx(want) and r["pred"] == text[7]
 
 
 def test_compute_score_code_fraction_is_not_shaped():
-    kw = dict(overlong_buffer=100, run=run_plain)
+    kw = dict(overlong_buffer=100, run=run_plain, **reward.grading("paper"))
     r = reward.compute_score("LiveCodeBench_v6", py("print(2 * int(input()))"), TWO, 3, 10, 1000, **kw)
     assert r["score"] == 0.5 and not r["acc"]
     r = reward.compute_score("LiveCodeBench_v6", "no code", TWO, 3, 10, 1000, **kw)
