@@ -204,55 +204,45 @@ def _json(x):
     return json.loads(x) if isinstance(x, str) else x
 
 
-def _user(text):
-    return [{"role": "user", "content": text}]
-
-
-def _first_content(row, suffix, prefix=""):
-    msgs = [dict(m) for m in row["prompt"]]
-    msgs[0]["content"] = prefix + msgs[0]["content"] + suffix
-    return msgs
-
-
 def _aime(row, first):
     q, a = (row["Problem"], row["Answer"]) if first == "AIME2024" else (row["problem"], row["answer"])
-    return _user(MATH_PROMPT_1 + q + MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT), str(a), {}
+    return [{"role": "user", "content": MATH_PROMPT_1 + q + MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT}], str(a), {}
 
 
 def _gpqa(row, first):
     text = GPQA_PROMPT_1.format(row["domain"]) + row["problem"] + MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT
-    return _user(text + GPQA_LETTER), str(row["solution"]), {}
+    return [{"role": "user", "content": text + GPQA_LETTER}], str(row["solution"]), {}
 
 
 def _lcb(row, first):
     tests = _json(row["reward_model"])["ground_truth"]  # the prompt shows every test case the grader runs
     text = LCB_START + row["problem"] + LCB_EXAMPLES.format(tests["inputs"], tests["outputs"]) + AGENT_PROMPT
-    return _user(text + LCB_CODE + CODE_SUBMIT), tests, _json(row.get("extra_info")) or {}
+    return [{"role": "user", "content": text + LCB_CODE + CODE_SUBMIT}], tests, _json(row.get("extra_info")) or {}
 
 
-def _units(row, first):
-    return _first_content(row, UNITS_NOTE), _json(row["reward_model"])["ground_truth"], row.get("extra_info") or {}
+def _verl(row, first):
+    """verl-layout rows: math_dapo / mega-science get the units note; any other source the code suffix when its own
+    source says "code" (case-sensitive, as the original), else the full math wrapping and a second units note."""
+    prefix, suffix = "", UNITS_NOTE
+    if first not in ("math_dapo", "mega-science"):
+        code = "code" in str(row.get("data_source", ""))
+        prefix, suffix = ("", AGENT_PROMPT + CODE_SUBMIT) if code else \
+            (MATH_PROMPT_1, MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT + UNITS_NOTE_OTHER)
+    msgs = [dict(m) for m in row["prompt"]]
+    msgs[0]["content"] = prefix + msgs[0]["content"] + suffix
+    return msgs, _json(row["reward_model"])["ground_truth"], _json(row.get("extra_info")) or {}
 
 
-def _other(row, first):
-    if "code" in str(row.get("data_source", "")):  # the row's own source here, case-sensitive, as the original
-        msgs = _first_content(row, AGENT_PROMPT + CODE_SUBMIT)
-    else:
-        msgs = _first_content(row, MATH_PROMPT_2 + AGENT_PROMPT + ANSWER_FORMAT + UNITS_NOTE_OTHER, MATH_PROMPT_1)
-    return msgs, _json(row["reward_model"])["ground_truth"], row.get("extra_info") or {}
-
-
-PAPER_MAPS = {"AIME2024": _aime, "AIME2025": _aime, "math_dapo": _units, "mega-science": _units,
-              "gpqa_diamond": _gpqa, "LiveCodeBench_v6": _lcb}
+PAPER_MAPS = {"AIME2024": _aime, "AIME2025": _aime, "gpqa_diamond": _gpqa, "LiveCodeBench_v6": _lcb}
 NEEDS = {_aime: [], _gpqa: ["problem", "solution", "domain"], _lcb: ["problem", "reward_model"],
-         _units: ["prompt", "reward_model"], _other: ["prompt", "reward_model"]}
+         _verl: ["prompt", "reward_model"]}
 
 
 def paper_problems(rows, where, default_source=""):
     """Rows of one file -> problems, prompted as the original's CustomRLHFDataset does: the first row's data_source
     (or `default_source` for a file without the column) picks one mapping for the whole file."""
     first = rows[0].get("data_source", default_source)
-    fn = PAPER_MAPS.get(first, _other)
+    fn = PAPER_MAPS.get(first, _verl)
     need = NEEDS[fn] or (["Problem", "Answer"] if first == "AIME2024" else ["problem", "answer"])
     missing = [k for k in need if k not in rows[0]]
     if missing:

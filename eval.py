@@ -386,8 +386,8 @@ def main(argv=None):
         raise SystemExit(f"eval: unknown --bench {cfg.bench!r}; choose one of {', '.join(BENCHES)}")
     if not cfg.model:
         raise SystemExit("eval: --model is required (a HF model directory, a run directory, a Hub id or toy:tiny)")
-    print_config(cfg)
     cfg.protocol = cfg.protocol or ("clean" if cfg.bench == "toy" else "paper")
+    print_config(cfg)
     tools = rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
