@@ -1,4 +1,5 @@
-"""train_sft.py: assistant-only loss mask, packing (isolation, budget, loss), 1 vs 2 processes, resume, a toy run."""
+"""train_sft.py: assistant-only loss mask, packing (isolation, budget, loss), 1 vs 2 processes, resume, a toy run, and
+what its checkpoint computes."""
 import json
 import math
 import os
