@@ -67,8 +67,7 @@ def fresh_env():
 def run_main(tmp_path, monkeypatch, *extra, mixed=True, teacher="toy:tiny"):
     calls = []
     monkeypatch.setattr(rollout, "rollout", scripted_rollout(calls, mixed))
-    monkeypatch.chdir(ROOT)  # configs/toy.py is given relative to the repository
-    train_sod.main(["--config", "configs/toy.py", "--student", "toy:tiny", "--teacher", teacher,
+    train_sod.main(["--config", os.path.join(ROOT, "configs", "toy.py"), "--student", "toy:tiny", "--teacher", teacher,
                     "--out_dir", str(tmp_path), "--data", "toy", "--prompts_per_step", "1", "--mini_batch_prompts", "1",
                     "--max_steps", "1", "--lr", "1e-3", "--dump_every", "0", "--backend", "hf", *extra])
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -111,7 +110,7 @@ def test_one_update_raises_rewarded_and_lowers_unrewarded(algo, tmp_path, monkey
     assert G >= 2 and [e.acc for e in eps] == [j % 2 == 0 for j in range(G)]  # the grader sees what we scripted
     assert rows[0]["acc"] == pytest.approx(sum(j % 2 == 0 for j in range(G)) / G)
     if algo != "grpo":
-        assert rows[0]["d_mean"] == 0.0  # teacher = student: no distillation signal, only the reward's
+        assert rows[0]["d_mean"] < 1e-6  # teacher = student: no distillation signal, only the reward's
     before, _ = common.load_model("toy:tiny")
     after, _ = common.load_model(str(tmp_path))  # the run directory: its latest (step 1) checkpoint
     delta = [seq_logp(after, e) - seq_logp(before, e) for e in eps]
