@@ -1,7 +1,9 @@
-"""Worker for tests/test_common.py: runs a few FSDP2 optimizer steps on a tiny Qwen3 under `python` or `torchrun`.
+"""Worker for tests/test_common.py and tests/test_checkpoints.py: a few FSDP2 optimizer steps on a tiny Qwen3 under
+`python` or `torchrun`.
 
     python tests/fsdp_worker.py OUT --steps 3 [--save_at 1] [--resume] [--hang_saving_step 2] [--sgd]
-Writes OUT/losses_rank0.json and OUT/params.pt (the full state dict after the last step, rank 0).
+Rank 0 writes OUT/losses.json (the global loss of each step this run took) and OUT/params.pt (the full state dict
+after the last step).
 """
 import argparse
 import dataclasses

@@ -1,4 +1,5 @@
-"""train_sft.py: assistant-only loss mask, packing (isolation, budget, loss), 1 vs 2 processes, resume, a toy run."""
+"""train_sft.py: assistant-only loss mask, packing (isolation, budget, loss), 1 vs 2 processes, resume, a toy run, and
+what its checkpoint computes."""
 import json
 import math
 import os
@@ -157,16 +158,10 @@ def weights(run_dir, step):
     return load_file(os.path.join(run_dir, f"step_{step:06d}", "model", "model.safetensors"))
 
 
-def test_toy_sft_learns_loads_resumes_and_matches_two_processes(tmp_path):
-    from transformers import AutoModelForCausalLM
+def test_toy_sft_learns_resumes_and_matches_two_processes(tmp_path):
     full = run(tmp_path / "full", "--max_steps", "8", "--save_every", "2")
     assert [r["step"] for r in full] == list(range(1, 9))
     assert full[-1]["loss"] < 0.7 * full[0]["loss"]
-    # the checkpoint is a plain Hugging Face model: it loads and computes what the saved weights say
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "step_000008" / "model")
-    sd = weights(tmp_path / "full", 8)
-    assert model.config.num_hidden_layers == 2 and torch.equal(model.model.embed_tokens.weight, sd[
-        "model.embed_tokens.weight"])
     # a run stopped after its step-4 checkpoint resumes into exactly the same losses
     shutil.copytree(tmp_path / "full" / "step_000004", tmp_path / "split" / "step_000004")
     resumed = run(tmp_path / "split", "--max_steps", "8", "--save_every", "2", "--resume")
@@ -178,3 +173,38 @@ def test_toy_sft_learns_loads_resumes_and_matches_two_processes(tmp_path):
     assert all(abs(a["loss"] - b["loss"]) < 1e-5 for a, b in zip(two, full[:2]))
     a, b = weights(tmp_path / "full", 2), weights(tmp_path / "two", 2)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_checkpoint_computes_what_the_trainer_computed(tmp_path, monkeypatch):
+    # train_sft.main in this process; at each save, the logits of the trainer's own model (FSDP2, per-conversation
+    # attention, trained weights) on a fixed input are recorded; the saved directory, loaded as a plain Hugging Face
+    # model in a fresh process (default attention, no FSDP), must compute the same logits
+    import common
+    keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    for k in keys:
+        monkeypatch.delenv(k, raising=False)
+    x = torch.randint(3, 500, (2, 20))  # ids of the toy vocabulary
+    seen = {}
+    real_save = common.save_checkpoint
+
+    def spy(out_dir, step, model, *a, **k):
+        with torch.no_grad():
+            seen[step] = model(input_ids=x, position_ids=torch.arange(20).repeat(2, 1), use_cache=False).logits
+        return real_save(out_dir, step, model, *a, **k)
+    monkeypatch.setattr(common, "save_checkpoint", spy)
+    try:
+        train_sft.main(["--out_dir", str(tmp_path), "--model", "toy:tiny", "--data", "toy", "--toy_n", "16",
+                        "--batch_size", "8", "--micro_batch_tokens", "1200", "--max_length", "1024", "--lr", "1e-2",
+                        "--warmup_ratio", "0", "--min_lr_ratio", "1", "--max_steps", "2", "--save_every", "1"])
+    finally:
+        for k in keys:
+            os.environ.pop(k, None)
+    assert sorted(seen) == [1, 2] and not torch.allclose(seen[1], seen[2], atol=1e-3)  # the step moved the model
+    torch.save(x, tmp_path / "x.pt")
+    code = ("import sys, torch; from transformers import AutoModelForCausalLM; "
+            "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
+            "torch.save(m(input_ids=torch.load(sys.argv[2])).logits.detach(), sys.argv[3])")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "step_000002" / "model"), str(tmp_path / "x.pt"),
+                        str(tmp_path / "y.pt")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.allclose(torch.load(tmp_path / "y.pt"), seen[2], atol=1e-5)
