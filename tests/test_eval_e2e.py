@@ -24,6 +24,7 @@ SCRIPT = {
 }
 # by hand from SCRIPT: avg = mean of 1/4, 3/4, 0, 2/4; pass@4 = share of problems with a right sample; maj as marked;
 # pass@2 = mean of 1 - C(4-c, 2) / C(4, 2) = 1 - 3/6, 1, 0, 1 - 1/6
+ROW_ID = {f"probs.jsonl-{i}": pid for i, pid in enumerate(SCRIPT)}  # rows without an index: file name-row number
 HAND = {"avg": 1.5 / 4, "pass": 3 / 4, "maj": 1 / 4, "pass@2": (0.5 + 1 + 0 + 5 / 6) / 4}
 
 
@@ -31,7 +32,7 @@ def write_problems(path, edit=None):
     with open(path, "w") as f:
         for pid, (q, gt, _) in SCRIPT.items():
             q = edit.get(pid, q) if edit else q
-            f.write(json.dumps({"id": pid, "question": q, "answer": gt, "source": "aime25"}) + "\n")
+            f.write(json.dumps({"problem": q, "answer": gt}) + "\n")  # the AIME 2025 layout of Open-AgentRL-Eval
 
 
 def scripted_rollout(asked):
@@ -86,7 +87,7 @@ def test_reports_match_records_and_hand_values(tmp_path, monkeypatch):
     samples = rep["samples"]
     assert len(samples) == len(SCRIPT) * K
     for r in samples:  # each record is the scripted answer, graded against its ground truth
-        _, gt, answers = SCRIPT[r["problem_id"]]
+        _, gt, answers = SCRIPT[ROW_ID[r["problem_id"]]]
         assert r["pred"] == answers[r["sample"]] and r["acc"] == (answers[r["sample"]] == gt)
     records = by_hand(samples)
     md = open(tmp_path / "out" / "aime25.md").read()

@@ -44,9 +44,11 @@ def test_code_runs_the_tests_through_the_given_executor():
     right = score("livecodebench", "My program:\n" + ADD, TESTS, run=run)
     assert right["acc"] is True and right["score"] == 1.0
     assert len(log) == 2 and all("a + b" in c for c in log)  # one run per test case, the response's own code
-    for text in (SUB, CRASH):
+    for text in (SUB, CRASH):  # the score is the fraction of tests passed: none of 2
         res = score("livecodebench", text, TESTS, run=run)
-        assert res["acc"] is False and res["score"] < 0, text
+        assert res["acc"] is False and res["score"] == 0.0, text
+    half = score("livecodebench", "```python\nprint(3)\n```", TESTS, run=run)  # right on the first case only
+    assert half["acc"] is False and half["score"] == 0.5
     log.clear()
     none = score("livecodebench", "I cannot write it.", TESTS, run=run)
     assert none["acc"] is False and none["score"] < 0 and log == []  # no code, nothing to run
