@@ -1,11 +1,17 @@
 """train_sod.py: data order, micro-batching, log-probs through FSDP2, and whole toy steps (1 and 2 processes)."""
+import contextlib
+import dataclasses
+import importlib
+import io
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
+import common
 import train_sod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +58,28 @@ def test_sequence_logprobs_match_full_logits_under_fsdp():
             assert torch.allclose(p.grad.full_tensor(), q.grad, atol=1e-5), name
     finally:
         common.destroy_dist()
+
+
+@pytest.mark.parametrize("script", ["train_sod", "train_sft"])
+def test_every_config_key_passes_through_torchrun(script):
+    # torchrun's argparse resolves abbreviations of its own options anywhere on the line: a key that is the prefix
+    # of several of them (--n: --nnodes, --nproc-per-node, --node-rank, ...) aborts the launch before the script runs
+    from torch.distributed.run import get_args_parser
+    for f in dataclasses.fields(importlib.import_module(script).Config):
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            try:
+                args = get_args_parser().parse_args(["--nproc_per_node=2", f"{script}.py", f"--{f.name}", "1"])
+            except SystemExit:
+                raise AssertionError(f"{script} --{f.name}: {err.getvalue().strip().splitlines()[-1]}") from None
+        assert args.training_script_args == [f"--{f.name}", "1"], f.name
+
+
+@pytest.mark.parametrize("name", ["qwen3_0.6b", "qwen3_1.7b", "toy"])
+def test_configs_parse(name):
+    cfg = common.parse_config(train_sod.Config, ["--config", os.path.join(ROOT, "configs", f"{name}.py")])
+    assert cfg.group_size in (4, 16) and cfg.prompts_per_step % cfg.mini_batch_prompts == 0
+    if name != "toy":  # the original recipe: one epoch, every 10 steps a checkpoint, the last 3 kept
+        assert (cfg.epochs, cfg.max_steps, cfg.save_every, cfg.keep_last) == (1, 0, 10, 3)
 
 
 # -----------------------------------------------------------------------------
