@@ -132,7 +132,8 @@ def init_dist(device="auto"):
     else:
         dev = torch.device("cpu")
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
+        # on CUDA, gloo too: the scripts reduce small CPU tensors (counts, metrics), which NCCL cannot carry
+        tdist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
                                  timeout=datetime.timedelta(minutes=30))
     dist = Dist(rank, world, local, dev)
     print0(f"dist: world {world}, backend {tdist.get_backend()}, device {dev.type}, "
@@ -157,20 +158,15 @@ def all_reduce_sum(t):
     return t
 
 
-def all_reduce_max(t):
-    """Max of a tensor over ranks (in place)."""
-    if tdist.is_initialized() and tdist.get_world_size() > 1:
-        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return t
-
-
 def pad_to_max_count(mine, empty):
     """`mine` padded with `empty` items to the longest list on any rank. Every forward/backward of an FSDP2 model is
     a fixed sequence of all-gathers and reduce-scatters on one process group, so every rank must run the same number
     of passes: a rank with fewer micro-batches runs empty ones (no tokens that count) instead of leaving the others
     waiting in a collective (a hang) or pairing their collectives with the wrong layer's (silent corruption)."""
-    most = int(all_reduce_max(torch.tensor([len(mine)], dtype=torch.int64)).item())
-    return list(mine) + [empty] * (most - len(mine))
+    most = torch.tensor([len(mine)])
+    if tdist.is_initialized() and tdist.get_world_size() > 1:
+        tdist.all_reduce(most, op=tdist.ReduceOp.MAX)
+    return list(mine) + [empty] * (int(most) - len(mine))
 
 
 def set_seed(seed):
