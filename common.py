@@ -180,9 +180,9 @@ def set_seed(seed):
 
 def resolve_model_path(spec):
     """The directory or Hub id that `spec` names, as vLLM and `from_pretrained` load it: a run directory becomes its
-    latest checkpoint's `model/`; a HF model directory or Hub id is itself; `toy:<size>` is returned as is (built in
-    memory by load_model, not loadable by vLLM)."""
-    if spec.startswith("toy:"):
+    latest checkpoint's `model/`; a HF model directory or Hub id is itself; `toy:<size>` and `shape:<name>` are
+    returned as they are (built in memory by load_model, not loadable by vLLM)."""
+    if spec.startswith(("toy:", "shape:")):
         return spec
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "config.json")):

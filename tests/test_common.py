@@ -194,7 +194,7 @@ def test_resolve_model_path(tmp_path):
     assert common.resolve_model_path(str(hf)) == str(hf)
     assert common.resolve_model_path(str(run)) == str(run / "step_000012" / "model")
     assert common.resolve_model_path("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
-    assert common.resolve_model_path("toy:tiny") == "toy:tiny"
+    assert common.resolve_model_path("toy:tiny") == "toy:tiny" and common.resolve_model_path("shape:x") == "shape:x"
     for bad in (str(tmp_path), str(tmp_path / "missing"), "./out/nothing", "not-a-hub-id"):
         with pytest.raises(SystemExit):
             common.resolve_model_path(bad)
