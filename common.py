@@ -6,6 +6,7 @@ Nothing here knows about SOD. Every script does the same: `cfg = parse_config(Co
 
 import dataclasses
 import datetime
+import importlib.util
 import json
 import os
 import random
@@ -131,7 +132,8 @@ def init_dist(device="auto"):
     else:
         dev = torch.device("cpu")
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
+        # on CUDA, gloo too: the scripts reduce small CPU tensors (counts, metrics), which NCCL cannot carry
+        tdist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
                                  timeout=datetime.timedelta(minutes=30))
     dist = Dist(rank, world, local, dev)
     print0(f"dist: world {world}, backend {tdist.get_backend()}, device {dev.type}, "
@@ -156,6 +158,17 @@ def all_reduce_sum(t):
     return t
 
 
+def pad_to_max_count(mine, empty):
+    """`mine` padded with `empty` items to the longest list on any rank. Every forward/backward of an FSDP2 model is
+    a fixed sequence of all-gathers and reduce-scatters on one process group, so every rank must run the same number
+    of passes: a rank with fewer micro-batches runs empty ones (no tokens that count) instead of leaving the others
+    waiting in a collective (a hang) or pairing their collectives with the wrong layer's (silent corruption)."""
+    most = torch.tensor([len(mine)])
+    if tdist.is_initialized() and tdist.get_world_size() > 1:
+        tdist.all_reduce(most, op=tdist.ReduceOp.MAX)
+    return list(mine) + [empty] * (int(most) - len(mine))
+
+
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -165,21 +178,36 @@ def set_seed(seed):
 # Models and FSDP2
 
 
+def resolve_model_path(spec):
+    """The directory or Hub id that `spec` names, as vLLM and `from_pretrained` load it: a run directory becomes its
+    latest checkpoint's `model/`; a HF model directory or Hub id is itself; `toy:<size>` and `shape:<name>` are
+    returned as they are (built in memory by load_model, not loadable by vLLM)."""
+    if spec.startswith(("toy:", "shape:")):
+        return spec
+    if os.path.isdir(spec):
+        if os.path.isfile(os.path.join(spec, "config.json")):
+            return spec
+        if latest_checkpoint(spec):
+            return os.path.join(latest_checkpoint(spec), "model")
+        raise SystemExit(f"model: {spec!r} is a directory with neither a config.json nor a step_* checkpoint")
+    if spec.startswith((".", "/")) or spec.count("/") != 1:
+        raise SystemExit(f"model: {spec!r} is neither a local model directory nor a Hub id (org/name)")
+    return spec
+
+
 def load_model(spec, dtype=torch.float32):
     """A causal LM and its tokenizer from a HF directory or Hub id, a run directory (its latest checkpoint), or
-    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download)."""
+    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download). Weights load into host memory; fully_shard
+    moves them to the device one block at a time (wrap_fsdp)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import data
     if spec.startswith("toy:"):
         tok = data.make_toy_tokenizer()
-        return data.tiny_qwen3(tok, size=spec[4:]), tok
-    if os.path.isdir(spec) and latest_checkpoint(spec):
-        spec = os.path.join(latest_checkpoint(spec), "model")
-    if not os.path.isdir(spec) and (spec.startswith((".", "/")) or spec.count("/") != 1):
-        raise SystemExit(f"model: {spec!r} is neither a local model directory nor a Hub id (org/name)")
-    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(spec)
+        return data.tiny_qwen3(tok, size=spec[4:]).to(dtype), tok
+    path = resolve_model_path(spec)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(path)
 
 
 def decoder_blocks(model):
@@ -191,11 +219,12 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
     decoder block, then the root. On CUDA params compute in bf16 and gradients reduce in fp32; the sharded master
     weights stay fp32 (what the optimizer updates and what checkpoints save). FSDP averages gradients over ranks,
     so a loss meant as a global token mean is written local_sum / (global_count / world_size) on every rank.
-    `offload` keeps the sharded params in CPU memory and copies them in per block (the frozen teacher's option)."""
+    `offload` keeps the sharded params in CPU memory and copies them in per block (the frozen teacher's option).
+    The model arrives in host memory and is never moved whole: each fully_shard call moves its own block to the
+    device, keeps this rank's shard and frees the rest, so the peak is the shards plus one block."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-    model.to("cpu" if offload else dist.device)
     if activation_checkpointing:  # HF's own switch keeps parameter names intact (no wrapper prefixes in checkpoints)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -221,12 +250,26 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
 
 
 def full_state_dict(model):
-    """The full (unsharded) state dict, gathered to CPU on every rank's side as needed; keys as in the HF model."""
+    """The full (unsharded) state dict in CPU memory, on rank 0 only (other ranks get an empty dict: torch's rule for
+    full_state_dict with cpu_offload); keys as in the HF model. For writing checkpoints, not for the weight push."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
+
+def full_params(model, dtype=None):
+    """Yield (HF name, full tensor) for every parameter, on EVERY rank, one parameter at a time: each is all-gathered
+    from its FSDP2 shards (a collective: all ranks iterate in the same order) on the device, cast to `dtype` before
+    the gather (half the traffic for bf16), and dropped once the consumer moves on. Tied weights come once, under
+    their first name (the engine's tie restores the other)."""
+    if hasattr(model, "reshard"):  # a root left gathered after a forward would show its unsharded compute copy
+        model.reshard()
+    for name, p in model.named_parameters():
+        t = p.detach() if dtype is None else p.detach().to(dtype)
+        yield name, t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 # -----------------------------------------------------------------------------
-# Checkpoints: out_dir/step_XXXXXX/{model/ (HF format), optimizer.pt, rng_rank*.pt, state.json, config.py}
+# Checkpoints: out_dir/step_XXXXXX/{model/ (HF format), optimizer/ (sharded), rng_rank*.pt, state.json, config.py}
 # written under out_dir/.tmp_step_XXXXXX and renamed at the end, so a crash never leaves a half checkpoint
 
 
@@ -234,16 +277,23 @@ def step_dir(out_dir, step):
     return os.path.join(out_dir, f"step_{step:06d}")
 
 
-def latest_checkpoint(out_dir):
+def checkpoints(out_dir):
+    """The complete checkpoints of a run, oldest first."""
     if not os.path.isdir(out_dir):
-        return None
-    steps = sorted(d for d in os.listdir(out_dir) if d.startswith("step_") and d[5:].isdigit())
-    return os.path.join(out_dir, steps[-1]) if steps else None
+        return []
+    return [os.path.join(out_dir, d) for d in sorted(os.listdir(out_dir)) if d.startswith("step_") and d[5:].isdigit()]
 
 
-def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state):
-    """Collective: every rank calls it. `state` (JSON-able: data cursor, step, ...) is restored by load_checkpoint."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+def latest_checkpoint(out_dir):
+    return (checkpoints(out_dir) or [None])[-1]
+
+
+def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep_last=0):
+    """Collective: every rank calls it. `state` (JSON-able: data cursor, step, ...) is restored by load_checkpoint.
+    The optimizer state is written as each rank's own shards (torch.distributed.checkpoint), never gathered. Once the
+    new checkpoint is complete, all but the newest `keep_last` are deleted (0 keeps all)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     t0 = time.time()
     rank = tdist.get_rank()
     final, tmp = step_dir(out_dir, step), os.path.join(out_dir, f".tmp_step_{step:06d}")
@@ -252,17 +302,15 @@ def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state):
         os.makedirs(tmp)
     tdist.barrier()
     model_sd = full_state_dict(model)
-    optim_sd = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True,
-                                                                                   cpu_offload=True)) \
-        if optimizer is not None else None
+    if optimizer is not None:
+        dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)},
+                 checkpoint_id=os.path.join(tmp, "optimizer"))
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     torch.save(rng, os.path.join(tmp, f"rng_rank{rank}.pt"))
     if rank == 0:
         model.save_pretrained(os.path.join(tmp, "model"), state_dict=model_sd, safe_serialization=True)
         tokenizer.save_pretrained(os.path.join(tmp, "model"))
-        if optim_sd is not None:
-            torch.save(optim_sd, os.path.join(tmp, "optimizer.pt"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump({"step": step, "world_size": tdist.get_world_size(), **state}, f, indent=1)
         with open(os.path.join(tmp, "config.py"), "w") as f:
@@ -271,6 +319,12 @@ def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state):
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
+        # only now that `final` is complete; each old one is renamed out of the step_* namespace before it is removed,
+        # so a crash in between never leaves a half-deleted directory that latest_checkpoint would pick
+        for old in checkpoints(out_dir)[:-keep_last] if keep_last else []:
+            doomed = os.path.join(out_dir, ".del_" + os.path.basename(old))
+            os.rename(old, doomed)
+            shutil.rmtree(doomed)
     tdist.barrier()
     print0(f"checkpoint: {final} ({time.time() - t0:.1f}s)")
     return final
@@ -278,8 +332,10 @@ def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state):
 
 def load_checkpoint(path, model, optimizer):
     """Restore optimizer, RNG and the saved `state` dict. Model weights come from `path/model` via load_model,
-    before wrapping, so the weights a run resumes from are exactly the ones a user would load."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    before wrapping, so the weights a run resumes from are exactly the ones a user would load. Each rank reads only
+    the optimizer shards it owns (resharded by torch.distributed.checkpoint if the world size changed)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
     with open(os.path.join(path, "state.json")) as f:
         state = json.load(f)
     rank = tdist.get_rank()
@@ -287,9 +343,9 @@ def load_checkpoint(path, model, optimizer):
         print0(f"resume: world size {state['world_size']} -> {tdist.get_world_size()}: data order and RNG streams "
                "continue from rank 0's state, so the run is not bit-exact")
     if optimizer is not None:
-        optim_sd = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=False)
-        set_optimizer_state_dict(model, optimizer, optim_state_dict=optim_sd,
-                                 options=StateDictOptions(full_state_dict=True))
+        sd = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # this rank's shards, filled in place
+        dcp.load(sd, checkpoint_id=os.path.join(path, "optimizer"))
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=sd["optimizer"])
     rng_path = os.path.join(path, f"rng_rank{rank}.pt")
     rng = torch.load(rng_path if os.path.exists(rng_path) else os.path.join(path, "rng_rank0.pt"), weights_only=False)
     random.setstate(rng["python"])
@@ -312,7 +368,10 @@ class MetricsLogger:
             os.makedirs(out_dir, exist_ok=True)
             with open(os.path.join(out_dir, "config.py"), "w") as f:
                 f.write(config_to_py(cfg))
-            if wandb_project:
+            if wandb_project and importlib.util.find_spec("wandb") is None:
+                print(f"wandb: not installed (pip install wandb), --wandb_project {wandb_project} ignored; metrics go "
+                      f"to {self.path}", flush=True)
+            elif wandb_project:
                 import wandb  # optional extra: pip install .[wandb]
                 self.wandb = wandb.init(project=wandb_project, config=dataclasses.asdict(cfg),
                                         name=os.path.basename(os.path.normpath(out_dir)))

@@ -175,6 +175,19 @@ def ppo_loss(logp, old_logp, advantages, response_mask, clip_low=0.2, clip_high=
     return loss_sum, stats
 
 
+def _fp32_logits(h, weight):
+    """(N, H) @ (V, H)ᵀ -> (N, V) float32. With bf16 inputs the products are exact in fp32 and summed in fp32; a bf16
+    matmul would round the logits to bf16 first (spacing 0.06-0.25 at magnitudes 10-40), an error that would enter
+    every log-prob, d_k, the PPO ratio and the mismatch metric. On GPU an fp32-output matmul keeps the bf16 kernels'
+    speed; on CPU (tests, the toy) the inputs are upcast."""
+    if h.dtype == weight.dtype == torch.float32:
+        return h @ weight.T
+    if h.device.type == "cpu":
+        return h.float() @ weight.float().T
+    assert h.dtype == weight.dtype, (h.dtype, weight.dtype)
+    return torch.mm(h, weight.T, out_dtype=torch.float32)
+
+
 class _ChunkedLogprobs(torch.autograd.Function):
     """log p(target) = h·W[y] - logsumexp(h·Wᵀ) per token, one chunk of tokens at a time. Only the per-token
     logsumexp (N floats) is kept for backward, which recomputes each chunk's logits: one extra matmul buys a peak of
@@ -185,7 +198,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
         out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
         lse = torch.empty_like(out)
         for i in range(0, h.shape[0], chunk):  # a loop over chunks of tokens, not rows: its length is N / chunk
-            logits = (h[i:i + chunk] @ weight.T).float()  # fp32 softmax: bf16 logsumexp over 152k entries is too coarse
+            logits = _fp32_logits(h[i:i + chunk], weight)  # the softmax over 152k entries runs in fp32 too
             target = logits.gather(1, y[i:i + chunk, None]).squeeze(1)
             # logsumexp in place (max-shifted for range), so the chunk holds one (chunk, V) block, not two
             top = logits.amax(dim=1, keepdim=True)
@@ -205,7 +218,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
         for i in range(0, h.shape[0], ctx.chunk):
             hc, gc = h[i:i + ctx.chunk], g[i:i + ctx.chunk].float()
             # d log p_y / d logits = onehot(y) - softmax(logits), scaled by the incoming gradient of each token
-            glog = (hc @ weight.T).float().sub_(lse[i:i + ctx.chunk, None]).exp_().mul_(-gc[:, None])
+            glog = _fp32_logits(hc, weight).sub_(lse[i:i + ctx.chunk, None]).exp_().mul_(-gc[:, None])
             glog.scatter_add_(1, y[i:i + ctx.chunk, None], gc[:, None])
             glog = glog.to(h.dtype)
             if need_h:

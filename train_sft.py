@@ -255,8 +255,7 @@ def main(argv=None):
             # every rank packs the whole batch the same way and takes every world_size-th micro-batch; ranks with one
             # fewer run an empty one, so all ranks issue the same FSDP collectives
             mbs = micro_batches(batch, cfg.micro_batch_tokens, cfg.packing)
-            mine = mbs[dist.rank::dist.world_size]
-            mine += [[[([0], [0])]]] * (math.ceil(len(mbs) / dist.world_size) - len(mine))
+            mine = common.pad_to_max_count(mbs[dist.rank::dist.world_size], [[([0], [0])]])
             lr = lr_at(step, total, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -1,9 +1,10 @@
 """SOD training: on-policy RL + step-wise distillation from a frozen teacher, for tool-integrated reasoning.
 
-Each step: sample `n` multi-turn rollouts per prompt with the student (its Python runs in the sandbox), grade them,
-score the sampled tokens with the student (old log-probs) and the teacher, build the advantage of `--algo`
+Each step: sample `group_size` multi-turn rollouts per prompt with the student (its Python runs in the sandbox), grade
+them, score the sampled tokens with the student (old log-probs) and the teacher, build the advantage of `--algo`
 (grpo / opd / sod / gated, see sod_loss.py), run PPO-clip mini-batch updates, push the new weights to the rollout
-engine, log, dump sample trajectories, evaluate and checkpoint now and then.
+engine, log, dump sample trajectories, evaluate and checkpoint now and then. The run lasts `epochs` passes over
+the prompt set, or `max_steps` steps if that comes first (0: epochs decide).
 
     python train_sod.py --config configs/toy.py                                    # CPU toy (after toy SFT)
     python train_sod.py --config configs/toy.py --algo grpo --out_dir out/toy/grpo
@@ -53,7 +54,7 @@ class Config:
     # rollouts
     backend: str = "auto"  # auto (vllm on CUDA when installed, else hf) | hf | vllm
     prompts_per_step: int = 64  # global, split over ranks
-    n: int = 16  # rollouts per prompt (the GRPO group)
+    group_size: int = 16  # rollouts per prompt (the GRPO group, G)
     max_turns: int = 16  # assistant turns per episode
     max_prompt_len: int = 2560  # longer prompts are dropped at load time
     max_response_len: int = 20480  # response tokens per episode (tool outputs included)
@@ -82,11 +83,13 @@ class Config:
     activation_checkpointing: bool = False
     offload_teacher: bool = False  # keep the teacher's shards in CPU memory between uses (CUDA)
     # loop
-    max_steps: int = 200
-    epochs: int = 1  # passes over the prompt set (the run stops at whichever limit comes first)
+    epochs: int = 1  # passes over the prompt set
+    max_steps: int = 0  # stop earlier, after this many steps (0: epochs decide)
     seed: int = 0
     eval_every: int = 10  # 0 = never
     save_every: int = 10  # 0 = only at the end
+    keep_last: int = 3  # checkpoints kept on disk, newest first (0 = all)
+    mismatch_warn: float = 0.05  # warn when a rank's sampler log-probs drift this far (nats/token) from the trainer's
     dump_every: int = 10  # sample trajectories as JSONL + HTML (0 = never)
     dump_episodes: int = 8
     resume: bool = False
@@ -132,15 +135,15 @@ def batch_problems(problems, step, per_step, seed):
     return [problems[i] for i in order[start % len(problems):start % len(problems) + per_step]]
 
 
-def sample_episodes(engine, tok, problems, n, cfg, temperature, top_p, execute):
-    """n graded episodes per problem (grouped: problem i owns episodes i*n .. i*n+n-1)."""
-    prompts = [p["prompt_ids"] for p in problems for _ in range(n)]
+def sample_episodes(engine, tok, problems, group_size, cfg, temperature, top_p, execute):
+    """group_size graded episodes per problem (grouped: problem i owns episodes i*G .. i*G+G-1)."""
+    prompts = [p["prompt_ids"] for p in problems for _ in range(group_size)]
     eps = rollout.rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
                           temperature=temperature, top_p=top_p, execute=execute,
                           tools=rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None,
                                                       timeout=cfg.tool_timeout or None))
     for i, ep in enumerate(eps):
-        p = problems[i // n]
+        p = problems[i // group_size]
         r = reward.compute_score(p["source"], ep.response_text, p["ground_truth"], ep.num_turns, ep.response_len,
                                  cfg.max_response_len, cfg.overlong_buffer, cfg.overlong_penalty,
                                  run=execute if p["source"] != "toy" else None)
@@ -170,23 +173,36 @@ def pad(rows, value, dtype):
 _NO_LOGITS = torch.empty(0, dtype=torch.long)  # logits_to_keep: skip the (B, T, V) lm_head output entirely
 
 
+def batch_tensors(episodes, idx, dev):
+    """(B, T) ids and attention mask of the episodes `idx`, right-padded; no index is an empty pass: one two-token
+    row that runs the model's collectives and counts for nothing."""
+    if not idx:
+        return torch.zeros((1, 2), dtype=torch.long, device=dev), torch.ones((1, 2), dtype=torch.long, device=dev)
+    ids = pad([episodes[i].ids for i in idx], 0, torch.long).to(dev)
+    return ids, pad([[1] * len(episodes[i].ids) for i in idx], 0, torch.long).to(dev)
+
+
 def sequence_logprobs(model, ids, attn, chunk):
-    """log p(ids[:, t] | ids[:, <t]) for t >= 1, as (B, T-1) float32, from the final hidden states and the lm_head
-    weight (sod_loss.token_logprobs never builds (B, T, V) in fp32). Works on FSDP2 models: the root's params
-    (embeddings, norm, lm_head) stay unsharded between its forward and backward."""
-    out = model(input_ids=ids, attention_mask=attn, logits_to_keep=_NO_LOGITS.to(ids.device),
-                output_hidden_states=True, use_cache=False)
-    return sod_loss.token_logprobs(out.hidden_states[-1][:, :-1], model.lm_head.weight, ids[:, 1:], chunk)
+    """log p(ids[:, t] | ids[:, <t]) for t >= 1, as (B, T-1) float32, from the final norm's output and the lm_head
+    weight (sod_loss.token_logprobs never builds (B, T, V) in fp32). The backbone's output is taken by a hook, so the
+    FSDP2 root's forward (which gathers embeddings, norm and lm_head and keeps them until backward) runs as usual
+    and no other layer's hidden states are kept (as output_hidden_states=True would)."""
+    box = []
+    hook = model.model.register_forward_hook(lambda mod, args, out: box.append(out.last_hidden_state))
+    try:
+        model(input_ids=ids, attention_mask=attn, logits_to_keep=_NO_LOGITS.to(ids.device), use_cache=False)
+    finally:
+        hook.remove()
+    return sod_loss.token_logprobs(box[0][:, :-1], model.lm_head.weight, ids[:, 1:], chunk)
 
 
 @torch.no_grad()
 def score(model, episodes, groups, dev, chunk):
-    """Per episode, the (len(ids)-1,) float32 log-probs of its tokens under `model` (no grad)."""
+    """Per episode, the (len(ids)-1,) float32 log-probs of its tokens under `model` (no grad). `groups` may hold
+    empty passes ([]), padding every rank to the same number of forwards."""
     out = [None] * len(episodes)
     for g in groups:
-        ids = pad([episodes[i].ids for i in g], 0, torch.long).to(dev)
-        attn = pad([[1] * len(episodes[i].ids) for i in g], 0, torch.long).to(dev)
-        lp = sequence_logprobs(model, ids, attn, chunk).float().cpu()
+        lp = sequence_logprobs(model, *batch_tensors(episodes, g, dev), chunk).float().cpu()
         for j, i in enumerate(g):
             out[i] = lp[j, :len(episodes[i].ids) - 1]
     return out
@@ -284,18 +300,21 @@ def train(cfg, dist):
     common.set_seed(cfg.seed + dist.rank)
     dev = dist.device
 
-    # models: the student (trained), its rollout engine (a separate copy / vLLM), the frozen teacher
+    # models: the student (trained, fp32 master weights), its rollout engine (a separate copy / vLLM), the frozen
+    # teacher (bf16 on CUDA: it is only ever run in bf16). Both load into host memory; wrap_fsdp places the shards.
     ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
-    student, tok = common.load_model(os.path.join(ckpt, "model") if ckpt else cfg.student)
-    engine = rollout.make_engine(cfg.backend, os.path.join(ckpt, "model") if ckpt else cfg.student, tok,
-                                 model=student, seed=cfg.seed + dist.rank,
+    student_path = common.resolve_model_path(os.path.join(ckpt, "model") if ckpt else cfg.student)
+    student, tok = common.load_model(student_path)
+    engine = rollout.make_engine(cfg.backend, student_path, tok, model=student, seed=cfg.seed + dist.rank,
                                  gpu_memory_utilization=cfg.gpu_memory_utilization,
                                  max_model_len=cfg.max_prompt_len + cfg.max_response_len)
     student = common.wrap_fsdp(student, dist, compile=cfg.compile,
                                activation_checkpointing=cfg.activation_checkpointing)
+    # the weights the trainer computes with (wrap_fsdp's param dtype) are the ones the engine samples with
+    push_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     teacher = None
     if cfg.algo != "grpo":  # GRPO never needs the teacher: it is not even loaded
-        teacher, teacher_tok = common.load_model(cfg.teacher)
+        teacher, teacher_tok = common.load_model(cfg.teacher, dtype=push_dtype)
         if teacher_tok.get_vocab() != tok.get_vocab():
             raise SystemExit("teacher: its tokenizer differs from the student's; on-policy distillation scores the "
                              "student's own token ids with the teacher, so both must share one vocabulary")
@@ -307,15 +326,23 @@ def train(cfg, dist):
     # data: each rank owns whole prompt groups, so GRPO statistics never cross ranks
     problems = load_problems(cfg.data, tok, cfg.max_prompt_len, seed=cfg.seed)
     val = load_problems(cfg.val_bench, tok, cfg.max_prompt_len, cfg.val_limit, bench=True) if cfg.val_bench else []
-    max_steps = min(cfg.max_steps, cfg.epochs * len(problems) // cfg.prompts_per_step)
+    per_epoch = len(problems) // cfg.prompts_per_step
+    max_steps = min(cfg.max_steps or cfg.epochs * per_epoch, cfg.epochs * per_epoch)
     execute = sandbox.make_executor(cfg.sandbox_url)
     logger = common.MetricsLogger(cfg.out_dir, cfg, cfg.wandb_project)
     per_rank = cfg.prompts_per_step // dist.world_size
-    print0(f"sod: algo {cfg.algo}, {max_steps} steps of {cfg.prompts_per_step} prompts x {cfg.n} rollouts, "
+    print0(f"sod: algo {cfg.algo}, {max_steps} steps of {cfg.prompts_per_step} prompts x {cfg.group_size} rollouts "
+           f"({cfg.epochs} epoch(s) of {per_epoch} steps, max_steps {cfg.max_steps or 'unset'}), "
            f"{cfg.prompts_per_step // cfg.mini_batch_prompts} updates per step, from step {start}")
 
     for step in range(start + 1, max_steps + 1):
         t_step, times, m = time.time(), {}, {}
+
+        # ---- sampling phases (eval, rollouts) with the engine fully awake: weights AND KV cache. The push after
+        # the last update woke only the weights; vLLM does not schedule while any part sleeps.
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # hand the training phase's cached blocks back before vLLM takes its share
+        engine.wake_up()
 
         # ---- eval (before the step, so step 1 reports the starting point)
         if val and cfg.eval_every and (step - 1) % cfg.eval_every == 0:
@@ -330,16 +357,20 @@ def train(cfg, dist):
         # ---- rollouts with tool calls, graded
         t0 = time.time()
         batch = batch_problems(problems, step, cfg.prompts_per_step, cfg.seed)[dist.rank * per_rank:][:per_rank]
-        engine.wake_up()
-        eps = sample_episodes(engine, tok, batch, cfg.n, cfg, cfg.temperature, cfg.top_p, execute)
-        engine.sleep()
+        eps = sample_episodes(engine, tok, batch, cfg.group_size, cfg, cfg.temperature, cfg.top_p, execute)
+        engine.sleep()  # training phases: the engine's weights and KV cache leave the GPU
         times["rollout"] = time.time() - t0
 
-        # ---- scoring: old log-probs (student) and teacher log-probs on the very same ids, by training forwards
+        # ---- scoring: old log-probs (student) and teacher log-probs on the very same ids, by training forwards.
+        # Micro-batches come from this rank's episode lengths; every rank runs as many as the busiest one (empty
+        # passes), since each forward is a set of FSDP2 collectives.
         t0 = time.time()
-        groups = micro_batches([len(e.ids) for e in eps], cfg.micro_batch_tokens)
+        groups = common.pad_to_max_count(micro_batches([len(e.ids) for e in eps], cfg.micro_batch_tokens), [])
         old = score(student, eps, groups, dev, cfg.logprob_chunk)
-        tea = score(teacher, eps, groups, dev, cfg.logprob_chunk) if teacher is not None else old
+        tea = old
+        if teacher is not None:
+            tea = score(teacher, eps, groups, dev, cfg.logprob_chunk)
+            teacher.reshard()  # the root stays gathered after a forward (for the student's backward): free it
         times["score"] = time.time() - t0
 
         # ---- advantages (the SOD part): padded (B, T-1) tensors aligned with the targets ids[:, 1:]
@@ -347,27 +378,31 @@ def train(cfg, dist):
         mask = pad([e.mask[1:] for e in eps], 0, torch.float32)
         old_t, tea_t = pad(old, 0.0, torch.float32), pad(tea, 0.0, torch.float32)
         rewards = torch.tensor([e.score for e in eps], dtype=torch.float32)
-        adv = sod_loss.sod_advantages(rewards, cfg.n, old_t, tea_t, mask, algo=cfg.algo, opd_coef=cfg.opd_coef,
-                                      eps=cfg.sod_eps, delta=cfg.sod_delta, beta_min=cfg.beta_min,
-                                      beta_max=cfg.beta_max, gamma=cfg.gamma)
+        adv = sod_loss.sod_advantages(rewards, cfg.group_size, old_t, tea_t, mask, algo=cfg.algo,
+                                      opd_coef=cfg.opd_coef, eps=cfg.sod_eps, delta=cfg.sod_delta,
+                                      beta_min=cfg.beta_min, beta_max=cfg.beta_max, gamma=cfg.gamma)
         times["weights"] = time.time() - t0
         stats = sod_loss.step_stats(old_t, tea_t, mask, eps=cfg.sod_eps, delta=cfg.sod_delta)
 
-        # ---- PPO updates: mini-batches of whole groups; each token-mean over the mini-batch's global token count
+        # ---- PPO updates: mini-batches of whole groups; each token-mean over the mini-batch's global token count;
+        # micro-batches padded to the same count on every rank, as in scoring
         t0 = time.time()
         student.train()
-        eps_per_mb = cfg.mini_batch_prompts // dist.world_size * cfg.n
+        eps_per_mb = cfg.mini_batch_prompts // dist.world_size * cfg.group_size
         loss_sum, clip_sum, kl_sum, tok_sum, gnorms = 0.0, 0.0, 0.0, 0.0, []
         for _ in range(cfg.ppo_epochs):
             for mb0 in range(0, len(eps), eps_per_mb):
                 mb = list(range(mb0, min(mb0 + eps_per_mb, len(eps))))
                 n_tok = common.all_reduce_sum(mask[mb].sum().reshape(1).double()).item()
-                for g in micro_batches([len(eps[i].ids) for i in mb], cfg.micro_batch_tokens):
+                for g in common.pad_to_max_count(micro_batches([len(eps[i].ids) for i in mb],
+                                                               cfg.micro_batch_tokens), []):
                     idx = [mb[j] for j in g]
-                    ids = pad([eps[i].ids for i in idx], 0, torch.long).to(dev)
-                    attn = pad([[1] * len(eps[i].ids) for i in idx], 0, torch.long).to(dev)
-                    T = ids.size(1) - 1
+                    ids, attn = batch_tensors(eps, idx, dev)
                     lp = sequence_logprobs(student, ids, attn, cfg.logprob_chunk)
+                    if not idx:
+                        (lp.sum() * 0.0).backward()  # an empty pass: the same collectives, a zero gradient
+                        continue
+                    T = ids.size(1) - 1
                     loss, st = sod_loss.ppo_loss(lp, old_t[idx, :T].to(dev), adv[idx, :T].to(dev),
                                                  mask[idx, :T].to(dev), cfg.clip_low, cfg.clip_high)
                     (loss / max(n_tok / dist.world_size, 1.0)).backward()
@@ -381,9 +416,10 @@ def train(cfg, dist):
         student.eval()
         times["update"] = time.time() - t0
 
-        # ---- push the new weights to the rollout engine (collective: every rank gathers the full state dict)
+        # ---- push the new weights to every rank's engine: one parameter at a time, gathered from the shards on the
+        # device in the compute dtype (collective: every rank iterates the same names)
         t0 = time.time()
-        engine.update_weights(common.full_state_dict(student).items())
+        engine.update_weights(common.full_params(student, push_dtype))
         times["sync"] = time.time() - t0
 
         # ---- telemetry: every number is reduced over ranks before rank 0 prints it
@@ -393,19 +429,27 @@ def train(cfg, dist):
         agg = common.all_reduce_sum(torch.tensor([
             len(eps), float(rewards.sum()), sum(bool(e.acc) for e in eps), loss_sum, clip_sum, kl_sum, tok_sum,
             sum(e.num_tool_calls for e in eps), sum(e.tool_errors for e in eps), sum(e.tool_timeouts for e in eps),
-            sum(e.num_turns for e in eps), sum(e.response_len for e in eps), sum(e.overlong for e in eps), resp, mism,
+            sum(e.num_turns for e in eps), sum(e.response_len for e in eps), sum(e.overlong for e in eps),
             float((stats["w"] < 0.5).sum()), float(len(stats["w"]))], dtype=torch.float64)).tolist()
+        # each rank samples with its own engine, so a rank whose engine missed an update shows here: per rank, max
+        mism_ranks = torch.zeros(dist.world_size, dtype=torch.float64)
+        mism_ranks[dist.rank] = mism / max(resp, 1.0)
+        mism_ranks = common.all_reduce_sum(mism_ranks).tolist()
         N, calls = agg[0], max(agg[7], 1.0)
         d_q, w_q = quantiles(stats["d"].numpy()), quantiles(stats["w"].numpy())  # rank 0's steps (a sample)
         m.update(reward=agg[1] / N, acc=agg[2] / N, loss=agg[3] / max(agg[6], 1), clip_frac=agg[4] / max(agg[6], 1),
                  approx_kl=agg[5] / max(agg[6], 1), tool_calls=agg[7] / N, tool_error_rate=agg[8] / calls,
                  tool_timeout_rate=agg[9] / calls, turns=agg[10] / N, response_len=agg[11] / N, overlong=agg[12] / N,
-                 mismatch=agg[14] / max(agg[13], 1), w_lt_half=agg[15] / max(agg[16], 1),
+                 mismatch=max(mism_ranks), mismatch_ranks=mism_ranks, w_lt_half=agg[13] / max(agg[14], 1),
                  d_mean=float(stats["d"].mean()) if len(stats["d"]) else 0.0, d_q=d_q,
                  w_mean=float(stats["w"].mean()) if len(stats["w"]) else 1.0, w_q=w_q,
                  grad_norm=float(np.mean(gnorms)), **{f"time/{k}": v for k, v in times.items()},
                  step_time=time.time() - t_step)
         logger.log(step, m)
+        if m["mismatch"] > cfg.mismatch_warn:
+            print0(f"warning: step {step}: sampler vs trainer log-prob mismatch {m['mismatch']:.4f} nats/token on rank "
+                   f"{mism_ranks.index(m['mismatch'])} (> mismatch_warn {cfg.mismatch_warn}): the engine may not "
+                   "hold the trained weights")
         print0(f"step {step:5d} | reward {m['reward']:+.3f} acc {m['acc']:.3f} | loss {m['loss']:+.4f} clip "
                f"{m['clip_frac']:.3f} | d {m['d_mean']:.3f} w {m['w_mean']:.3f} (q10 {w_q[0]:.2f}) w<.5 "
                f"{m['w_lt_half']:.3f} | tools {m['tool_calls']:.2f} err {m['tool_error_rate']:.2f} turns "
@@ -414,12 +458,13 @@ def train(cfg, dist):
 
         # ---- trajectory dump (rank 0's episodes): JSONL for analysis, HTML for reading
         if dist.is_main and cfg.dump_every and (step % cfg.dump_every == 0 or step == 1):
-            dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok, sod_loss.grpo_advantages(rewards, cfg.n), old,
-                 tea, stats)
+            dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok, sod_loss.grpo_advantages(rewards, cfg.group_size),
+                 old, tea, stats)
 
         # ---- checkpoint
         if (cfg.save_every and step % cfg.save_every == 0) or step == max_steps:
-            common.save_checkpoint(cfg.out_dir, step, student, tok, opt, cfg, {"cursor": step * cfg.prompts_per_step})
+            common.save_checkpoint(cfg.out_dir, step, student, tok, opt, cfg, {"cursor": step * cfg.prompts_per_step},
+                                   keep_last=cfg.keep_last)
 
 
 def dump(out_dir, step, eps, tok, grpo_adv, old, tea, stats):

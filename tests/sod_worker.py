@@ -1,10 +1,19 @@
-"""Runs train_sod.main with a scripted rollout engine, under `python` or `torchrun` (tests/test_sod.py).
+"""Runs train_sod.main under `python` or `torchrun` (tests/test_sod.py), with a scripted rollout engine or the real
+HF engine.
 
-    python tests/sod_worker.py --scripted -- --out_dir OUT --max_steps 2 ...     (everything after -- is train_sod's)
+    python tests/sod_worker.py [--scripted | --lengths] [--sgd] [--dump_engine] -- --out_dir OUT --max_steps 2 ...
+    (everything after -- is train_sod's)
 
-The scripted engine makes every episode call the tool once (`print(2 + 3)`) and then answer 5 or 6 (a coin flip from
-torch's global RNG, so resume must restore it), and reports the true log-probs of what it emits under its own copy of
-the student, so the train-vs-sampler mismatch must be ~0.
+--scripted: every episode calls the tool once (`print(2 + 3)`) and then answers 5 or 6 (a coin flip from torch's
+global RNG, so resume must restore it). --lengths: the same script, but a pure function of the prompt: its thinking
+is 0-3 sentences long and its answer depends on the prompt and on which copy of the group it is, so episodes differ
+in length (and micro-batch counts differ between ranks) and one process sees exactly the episodes that two do.
+Either engine reports the true log-probs of what it emits under its own copy of the student (the train-vs-sampler
+mismatch must be ~0) and behaves like vLLM's sleep mode: it refuses to generate while its weights or its KV cache
+sleep, and a weight update wakes the weights only. Its update_weights is strict, as the engine interface says.
+--sgd: plain SGD instead of AdamW, so the update is linear in the gradient (no Adam sign-flips of ~0 gradients).
+--dump_engine: each rank writes its engine's weights to OUT/engine_rank{r}.pt at the end (the real HF engine).
+Every call of train_sod.micro_batches appends its number of groups to OUT/micro_batches_rank{r}.txt.
 """
 import copy
 import os
@@ -14,22 +23,29 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TURN_1 = ('<think>\nI use the tool.\n</think>\n\n<tool_call>\n{"name": "code_interpreter", "arguments": '
+TURN_1 = ('<think>\nI use the tool.%s\n</think>\n\n<tool_call>\n{"name": "code_interpreter", "arguments": '
           '{"code": "print(2 + 3)"}}\n</tool_call><|im_end|>')
 TURN_2 = "<think>\nIt printed it.\n</think>\n\nThe answer is \\boxed{%d}.<|im_end|>"
 
 
 class ScriptedEngine:
-    def __init__(self, model, tok):
-        self.model, self.tok = copy.deepcopy(model).eval(), tok
-        self.calls = 0
+    def __init__(self, model, tok, path, deterministic):
+        self.model, self.tok, self.deterministic = copy.deepcopy(model).eval(), tok, deterministic
+        self.asleep = set()
+        print(f"scripted engine: model path {path}", flush=True)
 
     def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
-        self.calls += 1
-        out = []
+        if self.asleep:
+            raise RuntimeError(f"engine: generate while {sorted(self.asleep)} asleep (vLLM would wait forever)")
+        out, seen = [], {}
         for p in prompts:
             first = self.tok.decode(p).count("<tool_response>") == 0
-            text = TURN_1 if first else TURN_2 % int(5 + torch.randint(0, 2, ()).item())
+            copy_k = seen[tuple(p)] = seen.get(tuple(p), -1) + 1  # which member of the group, in a grouped call
+            if self.deterministic:
+                text = TURN_1 % (" Let me think." * 12 * (sum(p) // 2 % 4)) if first else \
+                    TURN_2 % (5 + (sum(p) + copy_k) % 2)
+            else:
+                text = TURN_1 % "" if first else TURN_2 % int(5 + torch.randint(0, 2, ()).item())
             new = self.tok.encode(text, add_special_tokens=False)[:max_new_tokens]
             with torch.no_grad():
                 logits = self.model(torch.tensor([p + new])).logits[0, len(p) - 1:-1].float()
@@ -39,26 +55,56 @@ class ScriptedEngine:
         return out
 
     def update_weights(self, named_tensors):
-        self.model.load_state_dict(dict(named_tensors))
+        own = dict(self.model.named_parameters())  # tied weights once, as full_params yields them
+        got = set()
+        for name, t in named_tensors:
+            if name not in own or own[name].shape != t.shape:
+                raise KeyError(f"engine: no parameter {name} of shape {tuple(t.shape)}")
+            own[name].data.copy_(t)
+            got.add(name)
+        if got != set(own):
+            raise KeyError(f"engine: parameters not covered by the update: {sorted(set(own) - got)[:5]}")
+        self.asleep.discard("weights")  # as vLLM: the push wakes the weights, the KV cache sleeps on
 
     def sleep(self):
-        pass
+        self.asleep = {"weights", "kv_cache"}
 
     def wake_up(self):
-        pass
+        self.asleep = set()
 
 
-def install():
+def install(args, out_dir):
     import rollout
-    rollout.make_engine = lambda backend, path, tok, model=None, **kw: ScriptedEngine(model, tok)
+    import train_sod
+    engines = []
+    real_make, real_mb = rollout.make_engine, train_sod.micro_batches
+
+    def make_engine(backend, path, tok, model=None, **kw):
+        assert path.startswith("toy:") or os.path.isfile(os.path.join(path, "config.json")), path  # loadable as is
+        if "--scripted" in args or "--lengths" in args:
+            engines.append(ScriptedEngine(model, tok, path, "--lengths" in args))
+        else:
+            engines.append(real_make(backend, path, tok, model=model, **kw))
+        return engines[-1]
+
+    def micro_batches(lengths, max_tokens):
+        groups = real_mb(lengths, max_tokens)
+        with open(os.path.join(out_dir, f"micro_batches_rank{os.environ.get('RANK', '0')}.txt"), "a") as f:
+            f.write(f"{len(groups)}\n")
+        return groups
+
+    rollout.make_engine, train_sod.micro_batches = make_engine, micro_batches
+    if "--sgd" in args:
+        torch.optim.AdamW = lambda params, lr, **kw: torch.optim.SGD(params, lr=lr)
+    return engines
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if argv and argv[0] == "--scripted":
-        install()
-        argv = argv[1:]
-    if argv and argv[0] == "--":
-        argv = argv[1:]
+    i = sys.argv.index("--")
+    flags, argv = sys.argv[1:i], sys.argv[i + 1:]
+    out_dir = argv[argv.index("--out_dir") + 1]
+    engines = install(flags, out_dir)
     import train_sod
     train_sod.main(argv)
+    if "--dump_engine" in flags:
+        torch.save(engines[0].model.state_dict(), os.path.join(out_dir, f"engine_rank{os.environ.get('RANK', '0')}.pt"))

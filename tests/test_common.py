@@ -96,7 +96,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     run_worker(tmp_path / "split", "--steps", "1", "--save_at", "1")
     ckpt = common.latest_checkpoint(str(tmp_path / "split"))
     assert ckpt.endswith("step_000001")
-    assert sorted(os.listdir(ckpt)) == ["config.py", "model", "optimizer.pt", "rng_rank0.pt", "state.json"]
+    assert sorted(os.listdir(ckpt)) == ["config.py", "model", "optimizer", "rng_rank0.pt", "state.json"]
     assert json.load(open(os.path.join(ckpt, "state.json")))["cursor"] == 1
     # save -> load round trip: the HF model loaded from disk gives the trainer's logits exactly
     hf = AutoModelForCausalLM.from_pretrained(os.path.join(ckpt, "model"), dtype=torch.float32)
@@ -112,10 +112,26 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     assert all(torch.equal(full[k], split[k]) for k in full)
 
 
+# the worker under a patched torch.distributed.checkpoint.save that blocks while writing step 2's optimizer shards
+HANG_IN_SAVE = """
+import runpy, sys, time
+import torch.distributed.checkpoint as dcp
+real_save = dcp.save
+def slow_save(state_dict, checkpoint_id=None, **kw):
+    if "step_000002" in str(checkpoint_id):
+        print("HANGING", flush=True)
+        time.sleep(600)
+    return real_save(state_dict, checkpoint_id=checkpoint_id, **kw)
+dcp.save = slow_save
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, WORKER, str(out), "--steps", "2", "--save_at", "1",
+    p = subprocess.Popen([sys.executable, "-c", HANG_IN_SAVE, WORKER, str(out), "--steps", "2", "--save_at", "1",
                           "--hang_saving_step", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=env)
     deadline = time.time() + 120
@@ -129,3 +145,82 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     assert ckpt.endswith("step_000001")  # ... but is never picked up
     r = run_worker(out, "--steps", "2", "--resume")
     assert "resume:" in r.stdout and "step 1" in r.stdout
+
+
+def test_two_process_resume_reads_sharded_optimizer_state(tmp_path):
+    # AdamW state saved as each rank's shards and read back the same way: the resumed run equals the uninterrupted one
+    run_worker(tmp_path / "full", "--steps", "3", nproc=2)
+    run_worker(tmp_path / "split", "--steps", "1", "--save_at", "1", nproc=2)
+    ckpt = common.latest_checkpoint(str(tmp_path / "split"))
+    assert "optimizer.pt" not in os.listdir(ckpt) and os.listdir(os.path.join(ckpt, "optimizer"))
+    run_worker(tmp_path / "split", "--steps", "3", "--resume", nproc=2)
+    full, split = load_params(tmp_path / "full"), load_params(tmp_path / "split")
+    assert json.load(open(tmp_path / "split" / "losses.json")) == json.load(open(tmp_path / "full" / "losses.json"))[1:]
+    assert all(torch.equal(full[k], split[k]) for k in full)
+
+
+def test_keep_last_prunes_only_after_the_new_checkpoint_is_complete(tmp_path, monkeypatch):
+    import data
+    dist = common.init_dist("cpu")
+    try:
+        tok = data.make_toy_tokenizer()
+        model = common.wrap_fsdp(data.tiny_qwen3(tok, "tiny"), dist)
+        opt = torch.optim.AdamW(model.parameters())
+        cfg = Cfg()
+        for step in (1, 2, 3):
+            common.save_checkpoint(str(tmp_path), step, model, tok, opt, cfg, {}, keep_last=2)
+        assert sorted(os.listdir(tmp_path)) == ["step_000002", "step_000003"]
+        # a save that dies before it completes deletes nothing
+        monkeypatch.setattr(common, "full_state_dict", lambda m: (_ for _ in ()).throw(RuntimeError("disk full")))
+        with pytest.raises(RuntimeError, match="disk full"):
+            common.save_checkpoint(str(tmp_path), 4, model, tok, opt, cfg, {}, keep_last=2)
+        assert [os.path.basename(c) for c in common.checkpoints(str(tmp_path))] == ["step_000002", "step_000003"]
+        monkeypatch.undo()
+        common.save_checkpoint(str(tmp_path), 5, model, tok, opt, cfg, {}, keep_last=0)  # 0 keeps all
+        assert len(common.checkpoints(str(tmp_path))) == 3
+    finally:
+        common.destroy_dist()
+
+
+def test_resolve_model_path(tmp_path):
+    from transformers import Qwen3Config
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    Qwen3Config().save_pretrained(hf)
+    run = tmp_path / "run"
+    for step in (3, 12):
+        (run / f"step_{step:06d}" / "model").mkdir(parents=True)
+    (run / ".tmp_step_000020").mkdir()  # an incomplete checkpoint is never picked
+    assert common.resolve_model_path(str(hf)) == str(hf)
+    assert common.resolve_model_path(str(run)) == str(run / "step_000012" / "model")
+    assert common.resolve_model_path("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+    assert common.resolve_model_path("toy:tiny") == "toy:tiny" and common.resolve_model_path("shape:x") == "shape:x"
+    for bad in (str(tmp_path), str(tmp_path / "missing"), "./out/nothing", "not-a-hub-id"):
+        with pytest.raises(SystemExit):
+            common.resolve_model_path(bad)
+
+
+def test_full_params_yields_full_weights_once_in_the_asked_dtype():
+    import data
+    dist = common.init_dist("cpu")
+    try:
+        tok = data.make_toy_tokenizer()
+        ref = data.tiny_qwen3(tok, "tiny", seed=3)
+        model = common.wrap_fsdp(data.tiny_qwen3(tok, "tiny", seed=3), dist)
+        got = list(common.full_params(model, torch.bfloat16))
+        want = dict(ref.named_parameters())  # tied: embed_tokens.weight once, no lm_head.weight
+        assert [n for n, _ in got] == list(want) and "lm_head.weight" not in want
+        for name, t in got:
+            assert type(t) is torch.Tensor and t.dtype == torch.bfloat16 and torch.equal(t, want[name].bfloat16())
+    finally:
+        common.destroy_dist()
+
+
+def test_metrics_logger_without_wandb(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    log = common.MetricsLogger(str(tmp_path), Cfg(), wandb_project="sod")
+    log.log(1, {"loss": 0.5})
+    assert "wandb: not installed" in capsys.readouterr().out
+    assert json.loads(open(tmp_path / "metrics.jsonl").readline())["loss"] == 0.5

@@ -359,6 +359,33 @@ def test_token_logprobs_bf16_and_partial_grads():
         torch.testing.assert_close(sod_loss.token_logprobs(h, w, y, chunk_size=5), out.detach())
 
 
+def test_token_logprobs_bf16_inputs_give_fp32_logits():
+    # logits at the magnitudes of a real LM head (10-40), where bf16's spacing is 0.06-0.25: the reference is the
+    # float64 log-softmax of the very same bf16 values, so only fp32 rounding may separate us from it
+    g = torch.Generator().manual_seed(0)
+    N, H, V = 64, 64, 3000
+    h = (torch.randn(N, H, generator=g) * 2.0).bfloat16()
+    w = (torch.randn(V, H, generator=g) * 0.5).bfloat16()
+    y = torch.randint(0, V, (1, N), generator=g)
+    logits64 = h.double() @ w.double().T
+    assert logits64.abs().max() > 16  # the range where bf16 rounding is coarse
+    ref = torch.log_softmax(logits64, -1).gather(-1, y[0, :, None])[:, 0]
+    out = sod_loss.token_logprobs(h[None], w, y, chunk_size=16)[0]
+    # fp32: each logit is a sum of 64 exact products (relative error ~64 * 6e-8), then a logsumexp of 3000 terms,
+    # so |error| stays ~1e-5 at magnitudes ~40; bf16 logits would be off by up to half a spacing (0.125)
+    assert (out.double() - ref).abs().max() < 1e-4
+    bf16_path = torch.log_softmax((h @ w.T).double(), -1).gather(-1, y[0, :, None])[:, 0]
+    assert (bf16_path - ref).abs().max() > 1e-2  # what the test would catch: logits rounded to bf16 first
+
+
+def test_fp32_logits_gpu_branch_is_an_fp32_output_matmul():
+    # the non-CPU branch (an fp32-output bf16 matmul) checked for shape and dtype on the meta device
+    h = torch.empty(5, 16, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(40, 16, dtype=torch.bfloat16, device="meta")
+    out = sod_loss._fp32_logits(h, w)
+    assert out.dtype == torch.float32 and out.shape == (5, 40)
+
+
 # ---------------------------------------------------------------- compiled path
 
 
