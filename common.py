@@ -167,13 +167,16 @@ def set_seed(seed):
 
 def load_model(spec, dtype=torch.float32):
     """A causal LM and its tokenizer from a HF directory or Hub id, a run directory (its latest checkpoint), or
-    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download)."""
+    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download), or `shape:<size>` (the same, or a real
+    shape such as qwen3-0.6b, with Qwen3's tokenizer and its 151,936 embedding rows)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import data
     if spec.startswith("toy:"):
         tok = data.make_toy_tokenizer()
         return data.tiny_qwen3(tok, size=spec[4:]), tok
+    if spec.startswith("shape:"):  # random weights of data.TINY_SIZES / QWEN3_SHAPES with Qwen3's real vocabulary
+        return data.tiny_qwen3(151936, size=spec[6:], dtype=dtype), data.make_qwen3_tokenizer()
     if os.path.isdir(spec) and latest_checkpoint(spec):
         spec = os.path.join(latest_checkpoint(spec), "model")
     if not os.path.isdir(spec) and (spec.startswith((".", "/")) or spec.count("/") != 1):
