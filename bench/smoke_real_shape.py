@@ -55,6 +55,12 @@ class Peak:
         self.peak = max(self.peak, rss())
 
 
+def hwm():
+    """The peak resident memory of this process so far (the kernel's high-water mark)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -76,7 +82,10 @@ class FirstTurnCalls:
         outs = iter(self.engine.generate(rest, max_new_tokens, temperature, top_p) if rest else [])
         return [(self.call, [0.0] * len(self.call), "stop") if f else next(outs) for f in first]
 
-    def __getattr__(self, name):  # update_weights, sleep, wake_up: the real engine's
+    def update_weights(self, named_tensors):
+        return self.engine.update_weights(named_tensors)
+
+    def __getattr__(self, name):  # sleep, wake_up: the real engine's
         return getattr(self.engine, name)
 
 
@@ -84,6 +93,26 @@ def script_first_turns():
     import rollout
     make = rollout.make_engine
     rollout.make_engine = lambda backend, path, tok, *a, **kw: FirstTurnCalls(make(backend, path, tok, *a, **kw), tok)
+
+
+MARKS = {}  # event -> the process's peak resident memory when it happened (monotonic: shows where the peak was)
+
+
+def mark_before(module, name, label):
+    fn = getattr(module, name)
+
+    def wrapped(*a, **kw):
+        MARKS.setdefault(label, round(hwm() / GIB, 1))
+        return fn(*a, **kw)
+    setattr(module, name, wrapped)
+
+
+def mark_sod_phases():
+    import sod_loss
+    import train_sod
+    mark_before(train_sod, "score", "peak through rollouts")
+    mark_before(sod_loss, "sod_advantages", "peak through scoring")
+    mark_before(FirstTurnCalls, "update_weights", "peak through update")
 
 
 def record_checkpoints():
@@ -96,7 +125,11 @@ def record_checkpoints():
     save = common.save_checkpoint
 
     def wrapped(out_dir, step, model, tokenizer, optimizer, cfg, state):
+        train_peak = hwm()  # the run's peak so far: training, before the checkpoint
         final = save(out_dir, step, model, tokenizer, optimizer, cfg, state)
+        with open(os.path.join(out_dir, "peaks.json"), "w") as f:
+            json.dump({**MARKS, "peak before save": round(train_peak / GIB, 1),
+                       "peak with save": round(hwm() / GIB, 1)}, f)
         plain = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
         plain.load_state_dict(common.full_state_dict(model))
         probe = torch.tensor([tokenizer.encode(PROBE)])
@@ -130,24 +163,19 @@ def phase_init(d, shape):
 
 
 def phase_ledger(d, shape):
-    """Resident memory held by each copy of the weights the SOD step makes, and what one forward + backward adds
-    with and without FSDP2 on one process."""
+    """What the SOD step holds besides the student and its optimizer state: the bytes of each extra copy of the
+    weights, and the peak resident memory of one forward + backward with and without FSDP2 on one process."""
     import torch
 
     import common
     import rollout
     dist = common.init_dist()
     base = os.path.join(d, "base")
-    _, tok = common.load_model(base)  # the tokenizer's own memory stays out of the figures below
-    held = {}
-    r0 = rss()
-    student, _ = common.load_model(base)
-    held["student_fp32"], r0 = rss() - r0, rss()
-    engine = rollout.HFEngine(student, tok)
-    held["engine_copy"], r0 = rss() - r0, rss()
-    teacher, _ = common.load_model(base, dtype=torch.bfloat16)
-    held["teacher_bf16"] = rss() - r0
-    del engine, teacher
+    student, tok = common.load_model(base)
+    nbytes = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
+    held = {"student_fp32": nbytes(student), "engine_copy": nbytes(rollout.HFEngine(student, tok).model),
+            "teacher_fp32": nbytes(common.load_model(base)[0]),
+            "teacher_bf16": nbytes(common.load_model(base, dtype=torch.bfloat16)[0])}
     ids = torch.tensor([tok.encode(PROBE * 16)])
 
     def fwd_bwd(model):
@@ -157,11 +185,7 @@ def phase_ledger(d, shape):
         return p.peak - p.base
 
     held["fwd_bwd_plain_peak"] = fwd_bwd(student)
-    r0 = rss()
-    wrapped = common.wrap_fsdp(student, dist)
-    held["fsdp_wrap"] = rss() - r0
-    held["fwd_bwd_fsdp_peak"] = fwd_bwd(wrapped)
-    held["fsdp_after_step"] = rss() - r0
+    held["fwd_bwd_fsdp_one_process_peak"] = fwd_bwd(common.wrap_fsdp(student, dist))
     say(d, "ledger", tokens=ids.shape[1], **{k + "_gib": round(v / GIB, 2) for k, v in held.items()})
     common.destroy_dist()
 
@@ -173,13 +197,15 @@ def phase_sft(d, shape):
                     "--max_steps", "2", "--max_length", "4096", "--micro_batch_tokens", "4096", "--warmup_ratio", "0",
                     "--activation_checkpointing", "true", "--out_dir", os.path.join(d, "sft")])
     rows = [json.loads(line) for line in open(os.path.join(d, "sft", "metrics.jsonl"))]
-    say(d, "sft", step_s=[round(r["step_time"], 1) for r in rows], loss=[round(r["loss"], 3) for r in rows],
+    peaks = json.load(open(os.path.join(d, "sft", "peaks.json")))
+    say(d, "sft", **peaks, step_s=[round(r["step_time"], 1) for r in rows], loss=[round(r["loss"], 3) for r in rows],
         trained_tokens_per_step=round(sum(r["trained_per_s"] * r["step_time"] for r in rows) / len(rows)))
 
 
 def phase_sod(d, shape):
     import train_sod
     script_first_turns()
+    mark_sod_phases()
     record_checkpoints()
     train_sod.main(["--student", os.path.join(d, "sft"), "--teacher", os.path.join(d, "base"), "--data", "toy",
                     "--val_bench", "", "--backend", "hf", "--prompts_per_step", "2", "--n", "2",
@@ -190,7 +216,8 @@ def phase_sod(d, shape):
                     "--out_dir", os.path.join(d, "sod")])
     m = [json.loads(line) for line in open(os.path.join(d, "sod", "metrics.jsonl"))][-1]
     keep = ("tool_calls", "tool_error_rate", "response_len", "d_mean", "w_mean", "loss", "step_time")
-    say(d, "sod", **{k.replace("time/", "") + "_s" * k.startswith("time/"): round(v, 3) for k, v in m.items()
+    peaks = json.load(open(os.path.join(d, "sod", "peaks.json")))
+    say(d, "sod", **peaks, **{k.replace("time/", "") + "_s" * k.startswith("time/"): round(v, 3) for k, v in m.items()
                      if k.startswith("time/") or k in keep})
 
 
