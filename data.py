@@ -178,7 +178,7 @@ def fetch_qwen3_bpe(dest=QWEN3_BPE):
 
 def make_qwen3_tokenizer(path=None):
     """Qwen3's tokenizer from the BPE ranks at `path` (None: the cached copy, fetched once) with this project's
-    Qwen3 chat template. len(tok) is 151,669; Qwen3's embeddings have 151,936 rows (padding never sampled)."""
+    Qwen3 chat template. len(tok) is 151,669; Qwen3's embeddings have 151,936 rows (the rest is padding)."""
     import base64
 
     from tokenizers import AddedToken, normalizers
@@ -191,7 +191,6 @@ def make_qwen3_tokenizer(path=None):
     conv = TikTokenConverter(path, pattern=_SPLIT)
     conv.load_tiktoken_bpe = lambda _: ranks  # plain "base64 rank" lines: no tiktoken package needed
     tok = conv.converted()
-    tok.model.ignore_merges = False  # as Qwen3's tokenizer.json
     tok.normalizer = normalizers.NFC()
     for t in QWEN3_ADDED:
         special = t.startswith("<|")
