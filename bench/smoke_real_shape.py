@@ -1,7 +1,7 @@
 """Smoke run at real scale on CPU: the Qwen3-0.6B shape (random weights) with Qwen3's real tokenizer through every
 real code path, each phase in its own process, with its wall time and peak resident memory.
 
-    flock /tmp/sod-heavy.lock python bench/smoke_real_shape.py          # ~10 min, 2 cores, see the README
+    flock /tmp/sod-heavy.lock python bench/smoke_real_shape.py          # 6-10 min on 2 cores, 18.4 GiB peak
     python bench/smoke_real_shape.py --shape tiny                       # the same paths at a tiny size, ~1 min
 
 Phases: `init` writes the base model as real checkpoints come (bf16 on disk, with the tokenizer); `ledger`
