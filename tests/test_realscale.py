@@ -197,10 +197,11 @@ def test_token_in_token_out_on_real_vocab(qtok):
                                       return_dict=False)
     ep = rollout.rollout(engine, qtok, [prompt], max_turns=4, max_response_len=512,
                          execute=lambda code, timeout=10.0, echo=True: ExecResult("ok", "42\n", "", 0.01))[0]
+    obs = ep.turns[0]["observations"][0]  # what the tool protocol made of the sandbox's "42\n"
     full = qtok.apply_chat_template([U, {"role": "assistant", "content": turn1},
-                                     {"role": "tool", "content": "42"}, {"role": "assistant", "content": turn2}],
+                                     {"role": "tool", "content": obs}, {"role": "assistant", "content": turn2}],
                                     tools=data.TOOLS, tokenize=True, return_dict=False)
-    assert ep.finish == "answer" and ep.num_tool_calls == 1
+    assert ep.finish == "answer" and ep.num_tool_calls == 1 and "42" in obs
     assert ep.ids == full[:len(ep.ids)] and qtok.decode(full[len(ep.ids):]) == "\n"
     assert rollout.retokenize_drift([ep], qtok) == 0.0
 
