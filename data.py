@@ -32,12 +32,10 @@ TOOLS = [{
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>", "</tool_call>",
                   "<tool_response>", "</tool_response>"]
 
-# Renders exactly as Qwen3's own template (tests/test_realscale.py checks a table of cases against it): a system
-# turn that declares the tools inside <tools></tools>; assistant turns after the last real user query carry a
-# <think> block (the last message always; earlier ones only when they have reasoning), with reasoning and content
-# stripped of surrounding newlines; hermes <tool_call> blocks; consecutive tool results grouped into one user turn
-# of <tool_response> blocks; the generation prompt opens an assistant turn (and pre-closes an empty think block
-# when thinking is disabled).
+# Renders exactly as Qwen3's own template (tests/test_realscale.py checks a table of cases): tools declared in the
+# system turn; after the last real user query, a <think> block (newlines stripped) on the last message and on turns
+# with reasoning; hermes <tool_call> blocks; consecutive tool results in one user turn of <tool_response> blocks; the
+# generation prompt opens an assistant turn (pre-closing an empty think block when thinking is disabled).
 CHAT_TEMPLATE = r"""
 {%- if tools %}
 {{- '<|im_start|>system\n' }}
