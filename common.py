@@ -197,14 +197,17 @@ def resolve_model_path(spec):
 
 def load_model(spec, dtype=torch.float32):
     """A causal LM and its tokenizer from a HF directory or Hub id, a run directory (its latest checkpoint), or
-    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download). Weights load into host memory; fully_shard
-    moves them to the device one block at a time (wrap_fsdp)."""
+    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download), or `shape:<size>` (the same, or a real
+    shape such as qwen3-0.6b, with Qwen3's tokenizer and its 151,936 embedding rows). Weights load into host memory;
+    fully_shard moves them to the device one block at a time (wrap_fsdp)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import data
     if spec.startswith("toy:"):
         tok = data.make_toy_tokenizer()
-        return data.tiny_qwen3(tok, size=spec[4:]).to(dtype), tok
+        return data.tiny_qwen3(tok, size=spec[4:], dtype=dtype), tok
+    if spec.startswith("shape:"):  # random weights of data.TINY_SIZES / QWEN3_SHAPES with Qwen3's real vocabulary
+        return data.tiny_qwen3(151936, size=spec[6:], dtype=dtype), data.make_qwen3_tokenizer()
     path = resolve_model_path(spec)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model, AutoTokenizer.from_pretrained(path)

@@ -1,10 +1,11 @@
 """Data: the paper's datasets, prompt templates, and the built-in toy task.
 
-Holds the `code_interpreter` tool declaration, the toy tokenizer (a real `PreTrainedTokenizerFast` with Qwen3's
-special tokens and a chat template of the same structure as Qwen3's) and tiny Qwen3-architecture models built
-from a config, so everything runs without a download.
+Holds the `code_interpreter` tool declaration, the chat template (renders like Qwen3's), the toy tokenizer (a real
+`PreTrainedTokenizerFast` with Qwen3's special tokens), Qwen3's real tokenizer (one cached file, no other download),
+and Qwen3-architecture models built from a config: tiny ones and the real 0.6B / 1.7B / 4B shapes.
 
     python data.py --toy_tokenizer /tmp/toy_tok     # write the toy tokenizer to a directory
+    python data.py --fetch_qwen3                    # cache Qwen3's BPE ranks (~/.cache/sod; $SOD_CACHE)
 """
 
 import json
@@ -33,10 +34,10 @@ CLEAN_TOOLS = _schema("Run a Python script and return what it prints. The value 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>", "</tool_call>",
                   "<tool_response>", "</tool_response>"]
 
-# Same structure as Qwen3's template: a system turn that declares the tools inside <tools></tools>; assistant turns
-# with an optional <think> block (kept for turns after the last real user query) and hermes <tool_call> blocks; tool
-# results grouped into one user turn of <tool_response> blocks; the generation prompt opens an assistant turn (and
-# pre-closes an empty think block when thinking is disabled).
+# Renders exactly as Qwen3's own template (tests/test_realscale.py checks a table of cases): tools declared in the
+# system turn; after the last real user query, a <think> block (newlines stripped) on the last message and on turns
+# with reasoning; hermes <tool_call> blocks; consecutive tool results in one user turn of <tool_response> blocks; the
+# generation prompt opens an assistant turn (pre-closing an empty think block when thinking is disabled).
 CHAT_TEMPLATE = r"""
 {%- if tools %}
 {{- '<|im_start|>system\n' }}
@@ -50,7 +51,7 @@ CHAT_TEMPLATE = r"""
 {%- elif messages[0].role == 'system' %}
 {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
 {%- endif %}
-{%- set ns = namespace(last_query=-1) %}
+{%- set ns = namespace(last_query=messages | length - 1) %}
 {%- for m in messages %}
 {%- if m.role == 'user' and not (m.content.startswith('<tool_response>') and m.content.endswith('</tool_response>')) %}
 {%- set ns.last_query = loop.index0 %}
@@ -62,15 +63,16 @@ CHAT_TEMPLATE = r"""
 {%- elif m.role == 'assistant' %}
 {%- set content = m.content or '' %}
 {%- set reasoning = m.reasoning_content if m.reasoning_content is string else '' %}
-{%- if not reasoning and '</think>' in content %}
-{%- set reasoning = content.split('</think>')[0].split('<think>')[-1].strip('\n') %}
+{%- if m.reasoning_content is not string and '</think>' in content %}
+{%- set reasoning = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
 {%- set content = content.split('</think>')[-1].lstrip('\n') %}
 {%- endif %}
 {{- '<|im_start|>assistant\n' }}
-{%- if loop.index0 > ns.last_query %}{{- '<think>\n' + reasoning + '\n</think>\n\n' }}{%- endif %}
-{{- content }}
+{%- if loop.index0 > ns.last_query and (loop.last or reasoning) %}
+{{- '<think>\n' + reasoning.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
+{%- else %}{{- content }}{%- endif %}
 {%- for tc in m.tool_calls or [] %}
-{%- set f = tc.function if tc.function is defined else tc %}
+{%- set f = tc.function if tc.function else tc %}
 {%- if loop.first and content or not loop.first %}{{- '\n' }}{%- endif %}
 {{- '<tool_call>\n{"name": "' + f.name + '", "arguments": ' }}
 {%- if f.arguments is string %}{{- f.arguments }}{%- else %}{{- f.arguments | tojson }}{%- endif %}
@@ -124,7 +126,7 @@ def make_toy_tokenizer(path=None, vocab_size=1024):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     system = CHAT_TEMPLATE.split("{%- elif messages[0].role == 'system' %}")[0]  # the tools block, verbatim
-    tok.train_from_iterator([_CORPUS] * 4 + [system.replace("' }}", "").replace("'", "") + json.dumps(TOOLS)] * 8
+    tok.train_from_iterator([_CORPUS] * 4 + [system.replace("' }}", "").replace("'", "") + json.dumps(CLEAN_TOOLS)] * 8
                             + [toy_sft_text()] * 2, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=SPECIAL_TOKENS[1:], model_max_length=131072,
@@ -137,29 +139,107 @@ def make_toy_tokenizer(path=None, vocab_size=1024):
 
 
 # -----------------------------------------------------------------------------
-# Tiny Qwen3-architecture models built from a config (no download)
+# Qwen3's real tokenizer, offline: Qwen's 151,643 byte-level BPE ranks (shared by Qwen2, 2.5 and 3) from the one
+# file `qwen.tiktoken` of the qwen-agent wheel, Qwen2's split, NFC, and Qwen3's 26 added tokens at their ids
+
+QWEN3_ADDED = [  # ids 151,643 ... 151,668 in this order; the tool and think tags are not special (decoding keeps them)
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+    "<think>", "</think>"]
+QWEN3_BPE = os.path.join(os.environ.get("SOD_CACHE", os.path.expanduser("~/.cache/sod")), "qwen.tiktoken")
+_QWEN_AGENT, _BPE_SHA256 = "qwen-agent==0.0.34", "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
+
+
+def fetch_qwen3_bpe(dest=QWEN3_BPE):
+    """The path of Qwen's BPE ranks, downloaded once (the qwen-agent wheel, without its dependencies) and cached."""
+    import glob
+    import hashlib
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+    if not os.path.exists(dest):
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", _QWEN_AGENT, "-d", tmp],
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(f"data: cannot download {_QWEN_AGENT} for Qwen's BPE ranks: {r.stderr[-300:]}")
+            blob = zipfile.ZipFile(glob.glob(f"{tmp}/*.whl")[0]).read("qwen_agent/utils/qwen.tiktoken")
+        if hashlib.sha256(blob).hexdigest() != _BPE_SHA256:
+            raise SystemExit(f"data: qwen.tiktoken from {_QWEN_AGENT} has an unexpected checksum")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest + ".tmp", "wb") as f:
+            f.write(blob)
+        os.replace(dest + ".tmp", dest)
+    return dest
+
+
+def make_qwen3_tokenizer(path=None):
+    """Qwen3's tokenizer from the BPE ranks at `path` (None: the cached copy, fetched once) with this project's
+    Qwen3 chat template. len(tok) is 151,669; Qwen3's embeddings have 151,936 rows (the rest is padding)."""
+    import base64
+
+    from tokenizers import AddedToken, normalizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    path = path or fetch_qwen3_bpe()
+    with open(path, "rb") as f:
+        ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in f if line.strip())}
+    conv = TikTokenConverter(path, pattern=_SPLIT)
+    conv.load_tiktoken_bpe = lambda _: ranks  # plain "base64 rank" lines: no tiktoken package needed
+    tok = conv.converted()
+    tok.normalizer = normalizers.NFC()
+    for t in QWEN3_ADDED:
+        special = t.startswith("<|")
+        (tok.add_special_tokens if special else tok.add_tokens)([AddedToken(t, special=special, normalized=False)])
+    assert tok.token_to_id("</think>") == 151668, "the BPE file does not hold Qwen's 151,643 ranks"
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=[t for t in QWEN3_ADDED[1:] if t.startswith("<|")],
+                                   model_max_length=131072, clean_up_tokenization_spaces=False)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+# -----------------------------------------------------------------------------
+# Qwen3-architecture models built from a config (no download): tiny ones for the toy, and the real shapes
 
 TINY_SIZES = {  # name: (hidden, layers, heads, kv_heads, intermediate)
     "tiny": (64, 2, 4, 2, 128),         # tests: a forward/backward in milliseconds
     "toy_student": (128, 4, 4, 2, 384),
     "toy_teacher": (128, 6, 4, 2, 384),  # 1.5x the student's depth, trained longer (toy.sh)
 }
+# The released configs: head_dim 128, tied embeddings of 151,936 rows, rope_theta 1e6, 40,960 positions
+QWEN3_SHAPES = {"qwen3-0.6b": (1024, 28, 16, 8, 3072), "qwen3-1.7b": (2048, 28, 16, 8, 6144),
+                "qwen3-4b": (2560, 36, 32, 8, 9728)}
 
 
-def tiny_qwen3(vocab_size, size="tiny", seed=0):
-    """A randomly initialised Qwen3ForCausalLM (fp32, CPU) of one of TINY_SIZES; `vocab_size` may be a tokenizer."""
+def qwen3_config(size, vocab_size=151936):
+    """A Qwen3Config of one of TINY_SIZES (vocab_size rows) or QWEN3_SHAPES (always the real 151,936 rows)."""
+    from transformers import Qwen3Config
+    if size not in TINY_SIZES and size not in QWEN3_SHAPES:
+        raise SystemExit(f"model: unknown size {size!r}; choose from {', '.join([*TINY_SIZES, *QWEN3_SHAPES])}")
+    real = size in QWEN3_SHAPES
+    hidden, layers, heads, kv_heads, inter = (QWEN3_SHAPES if real else TINY_SIZES)[size]
+    return Qwen3Config(vocab_size=151936 if real else vocab_size, hidden_size=hidden, intermediate_size=inter,
+                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                       head_dim=128 if real else hidden // heads, max_position_embeddings=40960 if real else 8192,
+                       tie_word_embeddings=True, rope_theta=1e6 if real else 10000.0, rms_norm_eps=1e-6,
+                       bos_token_id=151643 if real else None, eos_token_id=151645 if real else None,
+                       pad_token_id=None)
+
+
+def tiny_qwen3(vocab_size, size="tiny", seed=0, dtype=None):
+    """A randomly initialised Qwen3ForCausalLM (CPU, fp32 unless `dtype`) of a size above; `vocab_size` may be a
+    tokenizer (ignored for the real shapes, whose embeddings are larger than the tokenizer)."""
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    if not isinstance(vocab_size, int):
-        vocab_size = len(vocab_size)
-    hidden, layers, heads, kv_heads, inter = TINY_SIZES[size]
-    cfg = Qwen3Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden // heads,
-                      max_position_embeddings=8192, tie_word_embeddings=True, rope_theta=10000.0,
-                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
     torch.manual_seed(seed)
-    return Qwen3ForCausalLM(cfg)
+    cfg = qwen3_config(size, vocab_size if isinstance(vocab_size, int) else len(vocab_size))
+    return AutoModelForCausalLM.from_config(cfg, dtype=dtype or torch.float32)  # built in `dtype`, never upcast
 
 
 # -----------------------------------------------------------------------------
@@ -390,9 +470,11 @@ if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--toy_tokenizer", metavar="DIR", required=True, help="write the toy tokenizer here")
+    ap.add_argument("--toy_tokenizer", metavar="DIR", help="write the toy tokenizer here")
+    ap.add_argument("--fetch_qwen3", action="store_true", help="download and cache Qwen's BPE ranks")
     args = ap.parse_args()
-    t = make_toy_tokenizer(args.toy_tokenizer)
-    print(f"toy tokenizer: {len(t)} tokens -> {args.toy_tokenizer}")
-    print(json.dumps(t.apply_chat_template([{"role": "user", "content": "hi"}], tools=TOOLS, tokenize=False,
-                                           add_generation_prompt=True)))
+    if args.fetch_qwen3:
+        print(f"qwen3 tokenizer: BPE ranks at {fetch_qwen3_bpe()}")
+    if args.toy_tokenizer:
+        t = make_toy_tokenizer(args.toy_tokenizer)
+        print(f"toy tokenizer: {len(t)} tokens -> {args.toy_tokenizer}")
