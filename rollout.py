@@ -18,8 +18,9 @@ import copy
 import hashlib
 import inspect
 import json
+import queue
 import re
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -206,7 +207,11 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
             ep.finish = "max_turns" if "<tool_call>" in ep.turns[-1]["text"] else "answer"
         return not ep.finish
 
-    def tools_back(i, res):  # a turn's tool results are back: record them, return True when the episode goes on
+    def run_tools(i):  # in the pool: the turn's sandbox calls, then the ids that carry their results back
+        res = tool_turn(eps[i].turns[-1]["text"], execute, tools)
+        return res, None if res is None or res["end"] else tool_response_ids(tokenizer, res["observations"], tools)
+
+    def tools_back(i, res, obs_ids):  # record a turn's tool results; True when the episode goes on
         ep = eps[i]
         if res is None:
             ep.finish = "answer"
@@ -217,22 +222,21 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
         ep.tool_timeouts += res["status"].count("timeout")
         if res["end"]:
             ep.finish = "malformed"
-            return False
-        obs_ids = tool_response_ids(tokenizer, res["observations"], tools)
-        if ep.response_len + len(obs_ids) >= max_response_len:  # no room to answer after the tool output
+        elif ep.response_len + len(obs_ids) >= max_response_len:  # no room to answer after the tool output
             ep.overlong, ep.finish = True, "length"
-            return False
-        ep.ids += obs_ids
-        ep.mask += [0] * len(obs_ids)
-        ep.sampler_logp += [0.0] * len(obs_ids)
-        return True
+        else:
+            ep.ids += obs_ids
+            ep.mask += [0] * len(obs_ids)
+            ep.sampler_logp += [0.0] * len(obs_ids)
+        return not ep.finish
 
-    # the threads only wait on sandbox processes, and each episode has at most one tool turn out: one per episode
+    # the threads mostly wait on sandbox processes, and an episode has at most one tool turn out: one per episode
     with ThreadPoolExecutor(max_workers=max(len(eps), 1)) as pool:
         for i in range(len(eps)):
             submit(i)
-        decoding, back, calling = len(eps), [], {}  # turns in the engine, turns back from it, tool turns out
-        while decoding or back or calling:
+        done = queue.SimpleQueue()  # (episode, future) of each tool turn as it finishes
+        decoding, back, out = len(eps), [], 0  # turns in the engine, turns back from it, tool turns out
+        while decoding or back or out:
             if decoding:
                 got = engine.poll()
                 decoding -= len(got)
@@ -241,13 +245,14 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
                 continue
             for i, new, lps in sorted(back):
                 if sampled(i, new, lps):
-                    calling[pool.submit(tool_turn, eps[i].turns[-1]["text"], execute, tools)] = i
-            back = []
-            if calling and not decoding:  # nothing to decode: wait for tools (sync: for all of them)
-                wait(calling, return_when=ALL_COMPLETED if mode == "sync" else FIRST_COMPLETED)
-            for i, f in sorted((i, f) for f, i in calling.items() if f.done()):
-                del calling[f]
-                if tools_back(i, f.result()):
+                    pool.submit(run_tools, i).add_done_callback(lambda f, i=i: done.put((i, f)))
+                    out += 1
+            back, ready = [], []
+            while out > len(ready) and (not decoding and (mode == "sync" or not ready) or not done.empty()):
+                ready.append(done.get())  # blocks only when nothing decodes (sync: until every tool turn is back)
+            out -= len(ready)
+            for i, f in sorted(ready, key=lambda r: r[0]):
+                if tools_back(i, *f.result()):
                     submit(i)
                     decoding += 1
     for ep in eps:
@@ -375,6 +380,7 @@ class HFEngine(Engine):
         # the KV-cache argument of forward() was renamed past_key_values -> cache within transformers 5.x
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.queue, self.rows, self.asleep = [], [], False  # rows: the running turns, in batch order
+        self.saved = {}  # key -> (ids, per-layer (K, V)) of its last finished turn, reused by the key's next turn
 
     def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
         assert not self.asleep, "rollout: sampling from a sleeping engine (call wake_up first)"
@@ -387,26 +393,38 @@ class HFEngine(Engine):
                           **{self.cache_arg: kv}, **kw).logits[:, -1].float()
 
     def admit(self):
+        """Prefill the queued turns as one batch and merge them into the running batch. A turn that extends its key's
+        previous turn (an episode's history) prefills only the new tokens: the rest is in the saved cache."""
         from transformers import DynamicCache
         new, self.queue = self.queue, []
-        L = max(len(r.ids) for r in new)
-        ids = torch.full((len(new), L), self.pad, dtype=torch.long)
-        attn = torch.zeros((len(new), L), dtype=torch.long)
-        for b, r in enumerate(new):
-            ids[b, L - len(r.ids):], attn[b, L - len(r.ids):] = torch.tensor(r.ids), 1
-        ids, attn = ids.to(self.device), attn.to(self.device)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        kv = DynamicCache(config=self.model.config)  # filled in place by the forward
-        logits = self.forward(ids, attn, pos, kv, logits_to_keep=1)
+        past = [self.saved.pop(r.key, ([], None)) for r in new]
+        past = [(ids, kv) if kv is not None and len(r.ids) > len(ids) and r.ids[:len(ids)] == ids else ([], None)
+                for r, (ids, kv) in zip(new, past)]
+        P, S = max(len(ids) for ids, _ in past), max(len(r.ids) - len(ids) for r, (ids, _) in zip(new, past))
+        ids = torch.full((len(new), S), self.pad, dtype=torch.long)
+        attn = torch.zeros((len(new), P + S), dtype=torch.long)
+        pos = torch.zeros((len(new), S), dtype=torch.long)
+        for b, (r, (done, _)) in enumerate(zip(new, past)):  # row: [pad] [past] [pad] [suffix], padding masked
+            n = len(r.ids) - len(done)
+            ids[b, S - n:], pos[b, S - n:] = torch.tensor(r.ids[len(done):]), torch.arange(len(done), len(r.ids))
+            attn[b, P - len(done):P], attn[b, P + S - n:] = 1, 1
+        kv = DynamicCache(config=self.model.config)
+        if P:  # the saved caches, left-padded to the longest: a cache given before the forward
+            ref = next(c for _, c in past if c)
+            for i in range(len(ref)):
+                kv.update(*(torch.cat([pad_left(c[i][j] if c else ref[i][j][:, :, :0], P, -2) for _, c in past])
+                            for j in (0, 1)), i)
+        logits = self.forward(ids.to(self.device), attn.to(self.device), pos.to(self.device), kv, logits_to_keep=1)
+        attn, pos = attn.to(self.device), pos[:, -1].to(self.device) + 1
         if self.rows:  # merge into the running batch: both left-padded to the longer one
-            n = max(L, self.attn.shape[1])
+            n = max(P + S, self.attn.shape[1])
             for a, b in zip(self.kv.layers, kv.layers):
                 a.keys = torch.cat([pad_left(a.keys, n, -2), pad_left(b.keys, n, -2)])
                 a.values = torch.cat([pad_left(a.values, n, -2), pad_left(b.values, n, -2)])
             self.attn = torch.cat([pad_left(self.attn, n, -1), pad_left(attn, n, -1)])
-            self.pos, self.logits = torch.cat([self.pos, pos[:, -1] + 1]), torch.cat([self.logits, logits])
+            self.pos, self.logits = torch.cat([self.pos, pos]), torch.cat([self.logits, logits])
         else:
-            self.kv, self.attn, self.pos, self.logits = kv, attn, pos[:, -1] + 1, logits
+            self.kv, self.attn, self.pos, self.logits = kv, attn, pos, logits
         self.rows += new
 
     @torch.no_grad()
@@ -425,6 +443,11 @@ class HFEngine(Engine):
             r.lps.append(v)
             if t in self.stop or len(r.new) == r.max_new:
                 done.append((r.key, r.new, r.lps, "stop" if t in self.stop else "length"))
+                if t in self.stop:  # its episode may go on: keep the cache (all but the new token, not fed yet)
+                    cols = self.attn[b].nonzero()[:, 0]
+                    self.saved[r.key] = (r.ids + r.new[:-1], [(x.keys[b:b + 1, :, cols], x.values[b:b + 1, :, cols])
+                                                              for x in self.kv.layers])
+                    assert len(cols) == len(self.saved[r.key][0])
             else:
                 keep.append(b)
         if len(keep) < len(self.rows):  # finished turns leave the batch, and so do padding columns nobody needs
@@ -446,14 +469,14 @@ class HFEngine(Engine):
         """Full tensors by HF name, any device and float dtype, each copied into the engine's parameter (converted
         one at a time); a tied lm_head.weight may be absent (it is the embedding)."""
         assert not self.queue and not self.rows, "rollout: weights changed while turns are in flight"
-        covered = set()
+        covered, self.saved = set(), {}  # the saved caches were computed by the old weights
         for name, t in checked_weights(named_tensors, self.params, covered):
             self.params[name].copy_(t)
         check_covered(self.params, covered)
 
     def sleep(self):  # nothing to release; tracked so that sampling while asleep fails here as it does on vLLM
         assert not self.queue and not self.rows, "rollout: sleep() with turns in flight would lose them"
-        self.asleep = True
+        self.asleep, self.saved = True, {}
 
     def wake_up(self):
         self.asleep = False
