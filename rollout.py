@@ -5,20 +5,20 @@ exactly as sampled (mask 1, with the sampler's log-probs), then the ids of the t
 come from rendering the chat template once and taking the suffix. History is never re-rendered, so the ids the
 student sampled are the ids the student, the teacher and the loss see.
 
-Engines share one interface, `generate(prompts, max_new_tokens, temperature, top_p) -> [(ids, logprobs, finish)]`:
-`HFEngine` (transformers with a KV cache; CPU or GPU) and `VLLMEngine` (vLLM's offline `LLM` colocated with the
-trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to the
-trainer's.
+Engines take one turn at a time: `submit(key, ids, max_new_tokens, temperature, top_p, seed)`, and `poll()` returns
+the turns that finished. Rollouts are continuous: an episode's next turn is submitted as soon as its own tool results
+are back while the others keep decoding; each turn is seeded, so timing never changes the episodes. `HFEngine`
+(transformers, our own continuous batching; CPU or one GPU) and `VLLMEngine` (vLLM's offline engine colocated with
+the trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to
+the trainer's.
 
     python rollout.py --model out/toy_sft --n 4        # roll out a few toy problems with a trained model, print them
     python rollout.py --model Qwen/Qwen3-0.6B --backend vllm --n 2 --max_response_len 4096   # on one GPU
 """
 
 import copy
-import hashlib
 import inspect
 import json
-import queue
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,7 +137,7 @@ class Episode:
     tool_errors: int = 0  # malformed calls and code that failed (error, memory, killed)
     tool_timeouts: int = 0
     overlong: bool = False
-    finish: str = ""  # answer (a turn without a tool call) | max_turns | length
+    finish: str = ""  # answer (a turn without a tool call) | max_turns | length | malformed
     response_text: str = ""
     score: float | None = None
     acc: bool | None = None
@@ -161,6 +161,7 @@ class Episode:
 
 def turn_seed(seed, episode, turn):
     """The sampling seed of one (episode, turn): a hash, so that nearby seeds give unrelated streams."""
+    import hashlib
     return int.from_bytes(hashlib.blake2b(f"{seed}/{episode}/{turn}".encode(), digest_size=8).digest()) >> 1
 
 
@@ -175,6 +176,7 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
     Turn t of episode i is sampled with seed turn_seed(seed, i, t), so both modes and any tool timing give the
     same episodes; seed None draws one from torch's global RNG (a caller that seeds torch stays reproducible).
     An engine with only a batch `generate` runs through BatchEngine, which has no per-turn seeds: always sync."""
+    import queue
     if mode not in ("continuous", "sync"):
         raise ValueError(f"rollout: unknown mode {mode!r} (continuous, sync)")
     if not hasattr(engine, "submit"):
@@ -321,9 +323,10 @@ class BatchEngine(Engine):
         return [(r[0], *out) for r, out in zip(q, outs)]
 
 
-def checked_weights(named_tensors, params, covered):
-    """(name, tensor) pairs checked against params {HF name: parameter} (tied names share one parameter); adds
-    each loaded parameter's id to `covered`. A name the engine lacks or a shape mismatch is an error."""
+def checked_weights(named_tensors, params):
+    """The (name, tensor) pairs, checked against params {HF name: parameter} (tied names share one parameter): a
+    name the engine lacks, a shape mismatch, or, once exhausted, a parameter no name covered is an error."""
+    covered = set()
     for name, t in named_tensors:
         p = params.get(name)
         if p is None:
@@ -332,9 +335,6 @@ def checked_weights(named_tensors, params, covered):
             raise ValueError(f"rollout: {name} has shape {tuple(t.shape)}, the engine's is {tuple(p.shape)}")
         covered.add(id(p))
         yield name, t
-
-
-def check_covered(params, covered):
     missing = [n for n, p in params.items() if id(p) not in covered]
     if missing:
         raise KeyError(f"rollout: the weight update left {len(missing)} parameters as they were: {missing[:3]}")
@@ -357,19 +357,17 @@ def pad_left(x, n, dim):
 
 
 class HFEngine(Engine):
-    """transformers with a continuous-batching KV-cache loop of our own: each poll() prefills the turns submitted
-    since the last one (one batch) and merges them into the running batch, samples one token for every running
-    turn, drops the finished ones and runs one batched decode step. Left padding with explicit position ids; stops
-    a turn at <|im_end|> (or eos). On its own copy of the model (the trainer's copy is sharded and changes under it).
+    """transformers with a continuous-batching loop of our own: each poll() prefills the newly submitted turns (an
+    episode's next turn only past its cached history) and merges them into the running batch, samples one token
+    for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
+    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model.
 
-    Why not transformers' continuous batching (`init_continuous_batching`, in 5.17 and 5.24): it samples the whole
-    batch from one global RNG, so which turns share a step would change the episodes; here each turn draws from its
-    own generator. And on CPU with small models the step is Python-bound: a dense batch is as fast as paged KV.
-
-    Where it is usable: the dense cache holds every running turn at the longest one's length; Qwen3-0.6B keeps
-    112 KiB per token in bf16 (28 layers x 8 KV heads x 128 x 2 x 2 B), so 64 turns of 4k tokens take 28 GiB and
-    the paper's 1,024 episodes of up to 23k tokens would take 2.6 TB: the toy, tests and small evaluations on CPU
-    or one GPU, never paper-scale training (use vLLM there)."""
+    Not transformers' continuous batching (`init_continuous_batching`, in 5.17 and 5.24): it samples the batch from
+    one global RNG, so which turns share a step would change the episodes, and on CPU it was 20x slower here (64 toy
+    prompts x 64 tokens: 42 s with `generate_batch`, 2.0 s with this loop). Usable for the toy, tests and small
+    evaluations: the dense cache holds every running turn at the longest one's length (Qwen3-0.6B: 112 KiB per token
+    in bf16, so 64 turns of 4k tokens take 28 GiB; the paper's 1,024 episodes of 23k tokens would take 2.6 TB: on
+    GPUs at paper settings use vLLM)."""
 
     def __init__(self, model, tokenizer, device="cpu"):
         self.model = copy.deepcopy(model).to(device).eval()
@@ -469,10 +467,9 @@ class HFEngine(Engine):
         """Full tensors by HF name, any device and float dtype, each copied into the engine's parameter (converted
         one at a time); a tied lm_head.weight may be absent (it is the embedding)."""
         assert not self.queue and not self.rows, "rollout: weights changed while turns are in flight"
-        covered, self.saved = set(), {}  # the saved caches were computed by the old weights
-        for name, t in checked_weights(named_tensors, self.params, covered):
+        self.saved = {}  # the saved caches were computed by the old weights
+        for name, t in checked_weights(named_tensors, self.params):
             self.params[name].copy_(t)
-        check_covered(self.params, covered)
 
     def sleep(self):  # nothing to release; tracked so that sampling while asleep fails here as it does on vLLM
         assert not self.queue and not self.rows, "rollout: sleep() with turns in flight would lose them"
@@ -483,21 +480,15 @@ class HFEngine(Engine):
 
 
 class VLLMEngine(Engine):
-    """vLLM's offline engine in the trainer's process, asleep while the trainer works, weights pushed after every
-    update. Under torchrun each rank has its own engine (`external_launcher`, which reads RANK and LOCAL_RANK, so
-    only when torch.distributed is initialised) and samples its own prompts. Read from vLLM 0.33's source:
-
-    - turns go in one by one: `llm.llm_engine.add_request(id, tokens_input(ids), params)` (a plain TokensPrompt
-      takes a deprecated path), `llm_engine.step()` returns RequestOutputs, `finished` ones carry the whole turn
-      (`RequestOutputKind.FINAL_ONLY`); a request id is unique per turn (vLLM adds its own suffix and reports ours).
-      Prefix caching makes resubmitting an episode's history cheap. `llm.generate()` is never mixed in.
-    - `SamplingParams(seed=...)` per request; `logprobs=0` with `logprobs_mode="raw_logprobs"`: the sampled token's
-      log-softmax of the unprocessed logits, like the trainer's.
-    - `llm.sleep(level=1)` parks the weights in CPU memory and drops the KV cache, aborting requests in flight (so
-      every turn is drained first); `llm.wake_up(tags)` wakes "weights" and "kv_cache" separately and the scheduler
-      runs only when both are awake. `llm.apply_model(fn)` runs fn on the model in this process (engine core in
-      process: nothing serialised); the model's `load_weights` takes HF checkpoint names and fuses q/k/v and
-      gate/up itself, skipping a tied lm_head."""
+    """vLLM's offline engine in the trainer's process (engine core in process), asleep while the trainer works. Under
+    torchrun each rank has its own engine (`external_launcher`, which reads RANK: only when torch.distributed is
+    initialised). From vLLM 0.33's source: turns go in through `llm_engine.add_request(id, tokens_input(ids), params)`
+    (a plain TokensPrompt takes a deprecated path) with a unique id per turn and come out of `llm_engine.step()` when
+    `finished` (FINAL_ONLY); `llm.generate()` is never mixed in. Prefix caching keeps resubmitted histories cheap.
+    `logprobs=0` with `logprobs_mode="raw_logprobs"` gives the sampled token's raw log-softmax, like the trainer's.
+    `sleep(level=1)` parks the weights in CPU memory, drops the KV cache and aborts requests in flight (so turns are
+    drained first); the scheduler runs again only once both "weights" and "kv_cache" are woken. The model's
+    `load_weights` (run in process through `apply_model`) takes HF names and fuses q/k/v and gate/up itself."""
 
     def __init__(self, model_path, tokenizer, seed=0, gpu_memory_utilization=0.75, max_model_len=23040):
         import os
@@ -547,11 +538,9 @@ class VLLMEngine(Engine):
         if "weights" in self.asleep:  # waking later would restore the parked (old) weights over the new ones
             self.llm.wake_up(tags=["weights"])
             self.asleep.discard("weights")
-        covered = set()
         weights = ((k, v.to(self.device, torch.bfloat16, non_blocking=True))
-                   for k, v in checked_weights(named_tensors, self.params, covered))
-        self.llm.apply_model(lambda model: model.load_weights(weights))
-        check_covered(self.params, covered)
+                   for k, v in checked_weights(named_tensors, self.params))
+        self.llm.apply_model(lambda model: model.load_weights(weights))  # vLLM's loader reads them all
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
 
     def sleep(self):
@@ -602,6 +591,7 @@ class Config:
     top_p: float = 1.0  # nucleus sampling mass
     seed: int = 0  # problems and sampling
     sandbox_url: str = "local"  # local | http(s)://host:port of a SandboxFusion server
+    mode: str = "continuous"  # continuous | sync (turn-synchronous)
 
 
 def main(argv=None):
@@ -615,8 +605,8 @@ def main(argv=None):
     prompts = [tok.apply_chat_template(p["prompt_messages"], tools=data.TOOLS, add_generation_prompt=True,
                                        tokenize=True, return_dict=False) for p in problems]
     eps = rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
-                  max_obs_chars=cfg.max_obs_chars, temperature=cfg.temperature, top_p=cfg.top_p,
-                  execute=sandbox.make_executor(cfg.sandbox_url))
+                  tools=tool_protocol(max_chars=cfg.max_obs_chars), temperature=cfg.temperature, top_p=cfg.top_p,
+                  execute=sandbox.make_executor(cfg.sandbox_url), mode=cfg.mode, seed=cfg.seed)
     for p, ep in zip(problems, eps):
         print(f"\n=== {p['question']} (answer {p['ground_truth']}) | {ep.num_turns} turns, {ep.num_tool_calls} calls "
               f"({ep.tool_errors} errors), {ep.response_len} tokens, finish {ep.finish}\n{ep.response_text}")
