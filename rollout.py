@@ -377,7 +377,7 @@ class HFEngine(Engine):
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # the KV-cache argument of forward() was renamed past_key_values -> cache within transformers 5.x
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        self.queue, self.rows, self.asleep = [], [], False  # rows: the running turns, in batch order
+        self.queue, self.rows, self.asleep, self.waited = [], [], False, 0  # rows: the running turns, in order
         self.saved = {}  # key -> (ids, per-layer (K, V)) of its last finished turn, reused by the key's next turn
 
     def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
@@ -427,7 +427,9 @@ class HFEngine(Engine):
 
     @torch.no_grad()
     def poll(self):
-        if self.queue:
+        # merging copies the whole running cache: admit in groups (a waiting turn waits a few steps at most)
+        self.waited = self.waited + 1 if self.queue else 0
+        if self.queue and (len(self.queue) * 8 >= len(self.rows) or self.waited > 8):
             self.admit()
         if not self.rows:
             return []

@@ -6,12 +6,13 @@ mode="continuous" vs mode="sync", the same loop and seeds), in one run:
     a turn with probability 3/4, tool latencies log-uniform from 50 ms to 10 s; at the paper's shape (1,024
     episodes, <= 16 turns, <= 20,480 tokens, vLLM-like step costs) and at the toy's (64 episodes, <= 4 turns, <= 256
     tokens, the CPU HF engine's step costs). Simulated time runs --speedup times faster than real time (engine
-    steps and tool calls sleep): wall-clock in simulated seconds and the engine's busy fraction.
+    steps and tool calls sleep; the loop's own work runs in real time, so it weighs --speedup times more than on a
+    real engine: keep the speedup modest): wall-clock in simulated seconds and the engine's busy fraction.
 (b) the real HF engine on CPU with the real sandbox on the toy task (64 episodes as in configs/toy.py): wall-clock,
     and whether both modes gave the same episodes.
 
     python bench/bench_rollout.py --model out/toy/student_sft      # a toy SFT model (toy.sh trains one)
-    python bench/bench_rollout.py --model out/toy/student_sft --speedup 100 --threads 2
+    python bench/bench_rollout.py --model out/toy/student_sft --speedup 50 --threads 2
 """
 import argparse
 import heapq
@@ -99,7 +100,7 @@ def toy_run(model, tok, problems, mode, execute):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="out/toy/student_sft", help="a toy SFT model (run dir or HF dir)")
-    ap.add_argument("--speedup", type=float, default=50.0, help="simulated seconds per real second")
+    ap.add_argument("--speedup", type=float, default=20.0, help="simulated seconds per real second")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the CPU toy")
     ap.add_argument("--repeats", type=int, default=2, help="CPU toy runs per mode (the fastest counts)")
     args = ap.parse_args()
