@@ -5,10 +5,12 @@ exactly as sampled (mask 1, with the sampler's log-probs), then the ids of the t
 come from rendering the chat template once and taking the suffix. History is never re-rendered, so the ids the
 student sampled are the ids the student, the teacher and the loss see.
 
-Engines share one interface, `generate(prompts, max_new_tokens, temperature, top_p) -> [(ids, logprobs, finish)]`:
-`HFEngine` (transformers with a KV cache; CPU or GPU) and `VLLMEngine` (vLLM's offline `LLM` colocated with the
-trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to the
-trainer's.
+Engines take one turn at a time: `submit(key, ids, max_new_tokens, temperature, top_p, seed)`, and `poll()` returns
+the turns that finished. Rollouts are continuous: an episode's next turn is submitted as soon as its own tool results
+are back while the others keep decoding; each turn is seeded, so timing never changes the episodes. `HFEngine`
+(transformers, our own continuous batching; CPU or one GPU) and `VLLMEngine` (vLLM's offline engine colocated with
+the trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to
+the trainer's.
 
     python rollout.py --model out/toy_sft --n 4        # roll out a few toy problems with a trained model, print them
     python rollout.py --model Qwen/Qwen3-0.6B --backend vllm --n 2 --max_response_len 4096   # on one GPU
@@ -196,6 +198,7 @@ def tool_response_ids(tok, contents, proto):
     end = max(i for i, t in enumerate(base) if t == tok.convert_tokens_to_ids("<|im_end|>"))
     return full[end + 1:]
 
+
 # -----------------------------------------------------------------------------
 # Episodes and the agent loop
 
@@ -234,71 +237,104 @@ class Episode:
         return out
 
 
+def turn_seed(seed, episode, turn):
+    """The sampling seed of one (episode, turn): a hash, so that nearby seeds give unrelated streams."""
+    import hashlib
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{episode}/{turn}".encode(), digest_size=8).digest()) >> 1
+
+
 def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, temperature=1.0, top_p=1.0,
-            execute=None, tools=None, mode="continuous"):
-    """One episode per prompt. Each turn, every active episode is sampled in one engine call, then all their tool
-    turns run concurrently (`tools`: a ToolProtocol, None = "clean"); an episode ends on a turn without a tool call
-    (its answer), on a turn the protocol ends (malformed), at max_turns, or when the response reaches
-    max_response_len tokens (overlong). This loop is turn-synchronous whatever `mode` ("continuous" | "sync")."""
+            execute=None, tools=None, mode="continuous", seed=None):
+    """One episode per prompt; an episode ends on a turn without a tool call (its answer), at max_turns, when the
+    response reaches max_response_len tokens (overlong), or when the tool protocol ends it (malformed).
+
+    continuous: an episode's turn goes to the tool pool the moment the engine returns it, and its next turn is
+    submitted the moment its own tool results are back, while the other episodes keep decoding. sync: each turn
+    waits for every active episode's generation, then for every tool call (the classic turn-synchronous loop).
+    Turn t of episode i is sampled with seed turn_seed(seed, i, t), so both modes and any tool timing give the
+    same episodes; seed None draws one from torch's global RNG (a caller that seeds torch stays reproducible).
+    An engine with only a batch `generate` runs through BatchEngine, which has no per-turn seeds: always sync."""
+    import queue
     if mode not in ("continuous", "sync"):
-        raise ValueError(f"rollout: mode must be continuous or sync, not {mode!r}")
+        raise ValueError(f"rollout: unknown mode {mode!r} (continuous, sync)")
+    if not hasattr(engine, "submit"):
+        engine, mode = BatchEngine(engine), "sync"
     tools = tools or tool_protocol("clean")
     if execute is None:
         import sandbox
         execute = sandbox.make_executor(None, tools.memory_mb)
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    seed = int(torch.randint(2**62, ())) if seed is None else seed
+    im_end, eos = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
     eps = [Episode(list(p), list(p), [0] * len(p), [0.0] * len(p)) for p in prompt_ids_list]
-    active = list(range(len(eps)))
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        for turn in range(max_turns):
-            if not active:
-                break
-            outs = engine.generate([eps[i].ids for i in active], max(max_response_len - eps[i].response_len
-                                                                     for i in active), temperature, top_p)
-            pending = []
-            for i, (new, lps, _finish) in zip(active, outs):
-                ep, budget = eps[i], max_response_len - eps[i].response_len
-                new, lps = list(new[:budget]), list(lps[:budget])
-                ep.ids += new
-                ep.mask += [1] * len(new)
-                ep.sampler_logp += lps
-                ep.num_turns += 1
-                text = tokenizer.decode(new)
-                ep.turns.append({"text": text, "calls": [], "observations": [], "status": []})
-                if not new or new[-1] not in (im_end, eos):  # cut by the length limit (or the engine's max tokens)
-                    ep.overlong, ep.finish = ep.response_len >= max_response_len, "length"
-                    continue
-                if new[-1] == eos:  # a turn that ends the document ends the episode: nothing to append to
-                    ep.finish = "answer"
-                elif turn == max_turns - 1:
-                    ep.finish = "max_turns" if parse_tool_calls(text) else "answer"
-                else:
-                    pending.append((i, pool.submit(tool_turn, text, execute, tools)))
-            active = []
-            for i, fut in pending:
-                ep, res = eps[i], fut.result()
-                if res is None:
-                    ep.finish = "answer"
-                    continue
-                for c, status in zip(res["calls"], res["status"]):
-                    ep.num_tool_calls += 1
-                    ep.tool_errors += status not in ("ok", "timeout")
-                    ep.tool_timeouts += status == "timeout"
-                    ep.turns[-1]["calls"].append(c)
-                    ep.turns[-1]["status"].append(status)
-                ep.turns[-1]["observations"] = res["observations"]
-                if res["end"]:
-                    ep.finish = "malformed"
-                    continue
-                obs_ids = tool_response_ids(tokenizer, res["observations"], tools)
-                if ep.response_len + len(obs_ids) >= max_response_len:  # no room to answer after the tool output
-                    ep.overlong, ep.finish = True, "length"
-                    continue
-                ep.ids += obs_ids
-                ep.mask += [0] * len(obs_ids)
-                ep.sampler_logp += [0.0] * len(obs_ids)
-                active.append(i)
+
+    def submit(i):
+        engine.submit(i, eps[i].ids, max_response_len - eps[i].response_len, temperature, top_p,
+                      turn_seed(seed, i, eps[i].num_turns))
+
+    def sampled(i, new, lps):  # a turn is back from the engine: record it, return True when its tools should run
+        ep, budget = eps[i], max_response_len - eps[i].response_len
+        new, lps = list(new[:budget]), list(lps[:budget])
+        ep.ids += new
+        ep.mask += [1] * len(new)
+        ep.sampler_logp += lps
+        ep.num_turns += 1
+        ep.turns.append({"text": tokenizer.decode(new), "calls": [], "observations": [], "status": []})
+        if not new or new[-1] not in (im_end, eos):  # cut by the length limit (or the engine's max tokens)
+            ep.overlong, ep.finish = ep.response_len >= max_response_len, "length"
+        elif new[-1] == eos:  # a turn that ends the document ends the episode: nothing to append to
+            ep.finish = "answer"
+        elif ep.num_turns == max_turns:  # the last turn's calls never run: no turn is left to read their results
+            ep.finish = "max_turns" if "<tool_call>" in ep.turns[-1]["text"] else "answer"
+        return not ep.finish
+
+    def run_tools(i):  # in the pool: the turn's sandbox calls, then the ids that carry their results back
+        res = tool_turn(eps[i].turns[-1]["text"], execute, tools)
+        return res, None if res is None or res["end"] else tool_response_ids(tokenizer, res["observations"], tools)
+
+    def tools_back(i, res, obs_ids):  # record a turn's tool results; True when the episode goes on
+        ep = eps[i]
+        if res is None:
+            ep.finish = "answer"
+            return False
+        ep.turns[-1].update(calls=res["calls"], status=res["status"], observations=res["observations"])
+        ep.num_tool_calls += len(res["calls"])
+        ep.tool_errors += sum(s not in ("ok", "timeout") for s in res["status"])
+        ep.tool_timeouts += res["status"].count("timeout")
+        if res["end"]:
+            ep.finish = "malformed"
+        elif ep.response_len + len(obs_ids) >= max_response_len:  # no room to answer after the tool output
+            ep.overlong, ep.finish = True, "length"
+        else:
+            ep.ids += obs_ids
+            ep.mask += [0] * len(obs_ids)
+            ep.sampler_logp += [0.0] * len(obs_ids)
+        return not ep.finish
+
+    # the threads mostly wait on sandbox processes, and an episode has at most one tool turn out: one per episode
+    with ThreadPoolExecutor(max_workers=max(len(eps), 1)) as pool:
+        for i in range(len(eps)):
+            submit(i)
+        done = queue.SimpleQueue()  # (episode, future) of each tool turn as it finishes
+        decoding, back, out = len(eps), [], 0  # turns in the engine, turns back from it, tool turns out
+        while decoding or back or out:
+            if decoding:
+                got = engine.poll()
+                decoding -= len(got)
+                back += [(i, new, lps) for i, new, lps, _ in got]
+            if mode == "sync" and decoding:  # the barrier: the round's last turn is still decoding
+                continue
+            for i, new, lps in sorted(back):
+                if sampled(i, new, lps):
+                    pool.submit(run_tools, i).add_done_callback(lambda f, i=i: done.put((i, f)))
+                    out += 1
+            back, ready = [], []
+            while out > len(ready) and (not decoding and (mode == "sync" or not ready) or not done.empty()):
+                ready.append(done.get())  # blocks only when nothing decodes (sync: until every tool turn is back)
+            out -= len(ready)
+            for i, f in sorted(ready, key=lambda r: r[0]):
+                if tools_back(i, *f.result()):
+                    submit(i)
+                    decoding += 1
     for ep in eps:
         ep.response_text = tokenizer.decode(ep.ids[len(ep.prompt_ids):])
         assert len(ep.ids) == len(ep.mask) == len(ep.sampler_logp)
@@ -315,122 +351,284 @@ def retokenize_drift(episodes, tokenizer):
 # Engines
 
 
-def sample_token(logits, temperature, top_p):
-    """Sample from (B, V) logits with temperature and nucleus (top-p) filtering; temperature 0 is greedy."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, -1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # keep the smallest prefix whose mass reaches top_p
-        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
-    return torch.multinomial(probs, 1)[:, 0]
+def sample_token(logits, temperature, top_p, u=None):
+    """Sample from (B, V) logits: temperature, then the nucleus (the smallest prefix of the sorted probabilities
+    whose mass reaches top_p), by inverse CDF on uniforms u (B,) (torch.rand when None); temperature 0 is greedy.
+    temperature and top_p are floats or (B,) tensors."""
+    B = logits.shape[0]
+    t = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(B)[:, None]
+    p = torch.as_tensor(top_p, dtype=torch.float32, device=logits.device).expand(B)[:, None]
+    sorted_p, order = torch.softmax(logits.float() / torch.where(t > 0, t, 1.0), -1).sort(-1, descending=True)
+    sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= p, 0.0)
+    cdf = sorted_p.cumsum(-1)
+    u = torch.rand(B, device=logits.device) if u is None else u.to(logits.device)
+    k = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)  # the first k with cdf[k] > u * mass
+    k = torch.minimum(k, (sorted_p > 0).sum(-1, keepdim=True) - 1)  # u * mass rounding up onto the total
+    return torch.where(t[:, 0] > 0, order.gather(-1, k)[:, 0], logits.argmax(-1))
 
 
-class HFEngine:
-    """Batched sampling with transformers and a KV cache, on its own copy of the model (the trainer's copy is sharded
-    and changes under it); left padding with explicit position ids; stops each sequence at <|im_end|> (or eos)."""
+class Engine:
+    """What the agent loop drives. submit(key, ids, max_new_tokens, temperature, top_p, seed) queues one turn;
+    poll() advances the engine by one step and returns the turns that finished, [(key, ids, logprobs, finish)]
+    with finish "stop" (a stop token ends ids) or "length". Log-probs are those of the raw logits (temperature 1),
+    comparable to the trainer's. Sampling while any part of the engine is asleep is an error."""
+
+    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
+        """One turn per prompt, seeds from torch's global RNG: [(ids, logprobs, finish)] in the prompts' order."""
+        for i, p in enumerate(prompts):
+            self.submit(i, p, max_new_tokens, temperature, top_p, int(torch.randint(2**62, ())))
+        out = {}
+        while len(out) < len(prompts):
+            out |= {key: tuple(rest) for key, *rest in self.poll()}
+        return [out[i] for i in range(len(prompts))]
+
+
+class BatchEngine(Engine):
+    """Drives an object with a batch `generate(prompts, max_new_tokens, temperature, top_p)` (a scripted engine in
+    a test, a remote service): every poll samples all queued turns in one call; seeds are not used."""
+
+    def __init__(self, inner):
+        self.inner, self.queue = inner, []
+
+    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
+        self.queue.append((key, ids, max_new_tokens, temperature, top_p))
+
+    def poll(self):
+        q, self.queue = self.queue, []
+        if not q:
+            return []
+        outs = self.inner.generate([r[1] for r in q], max(r[2] for r in q), q[0][3], q[0][4])
+        return [(r[0], *out) for r, out in zip(q, outs)]
+
+
+def checked_weights(named_tensors, params):
+    """The (name, tensor) pairs, checked against params {HF name: parameter} (tied names share one parameter): a
+    name the engine lacks, a shape mismatch, or, once exhausted, a parameter no name covered is an error."""
+    covered = set()
+    for name, t in named_tensors:
+        p = params.get(name)
+        if p is None:
+            raise KeyError(f"rollout: the engine's model has no parameter {name!r}")
+        if p.shape != t.shape:
+            raise ValueError(f"rollout: {name} has shape {tuple(t.shape)}, the engine's is {tuple(p.shape)}")
+        covered.add(id(p))
+        yield name, t
+    missing = [n for n, p in params.items() if id(p) not in covered]
+    if missing:
+        raise KeyError(f"rollout: the weight update left {len(missing)} parameters as they were: {missing[:3]}")
+
+
+@dataclass
+class Turn:  # one turn in the HF engine
+    key: object
+    ids: list
+    max_new: int
+    temperature: float
+    top_p: float
+    gen: torch.Generator
+    new: list = field(default_factory=list)
+    lps: list = field(default_factory=list)
+
+
+def pad_left(x, n, dim):
+    return torch.nn.functional.pad(x, (0, 0) * (x.dim() - 1 - dim % x.dim()) + (n - x.shape[dim], 0))
+
+
+class HFEngine(Engine):
+    """transformers with a continuous-batching loop of our own: each poll() prefills the newly submitted turns (an
+    episode's next turn only past its cached history) and merges them into the running batch, samples one token
+    for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
+    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model.
+
+    Not transformers' continuous batching (`init_continuous_batching`, in 5.17 and 5.24): it samples the batch from
+    one global RNG, so which turns share a step would change the episodes, and on CPU it was 20x slower here (64 toy
+    prompts x 64 tokens: 42 s with `generate_batch`, 2.0 s with this loop). Usable for the toy, tests and small
+    evaluations: the dense cache holds every running turn at the longest one's length (Qwen3-0.6B: 112 KiB per token
+    in bf16, so 64 turns of 4k tokens take 28 GiB; the paper's 1,024 episodes of 23k tokens would take 2.6 TB: on
+    GPUs at paper settings use vLLM)."""
 
     def __init__(self, model, tokenizer, device="cpu"):
         self.model = copy.deepcopy(model).to(device).eval()
+        self.params = dict(self.model.named_parameters(remove_duplicate=False))
         self.device, self.tok = torch.device(device), tokenizer
         self.stop = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")}
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # the KV-cache argument of forward() was renamed past_key_values -> cache within transformers 5.x
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.queue, self.rows, self.asleep, self.waited = [], [], False, 0  # rows: the running turns, in order
+        self.saved = {}  # key -> (ids, per-layer (K, V)) of its last finished turn, reused by the key's next turn
+
+    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
+        assert not self.asleep, "rollout: sampling from a sleeping engine (call wake_up first)"
+        assert max_new_tokens >= 1 and ids
+        self.queue.append(Turn(key, list(ids), max_new_tokens, temperature, top_p,
+                               torch.Generator().manual_seed(seed)))
+
+    def forward(self, ids, attn, pos, kv, **kw):
+        return self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                          **{self.cache_arg: kv}, **kw).logits[:, -1].float()
+
+    def admit(self):
+        """Prefill the queued turns as one batch and merge them into the running batch. A turn that extends its key's
+        previous turn (an episode's history) prefills only the new tokens: the rest is in the saved cache."""
+        from transformers import DynamicCache
+        new, self.queue = self.queue, []
+        past = [self.saved.pop(r.key, ([], None)) for r in new]
+        past = [(ids, kv) if kv is not None and len(r.ids) > len(ids) and r.ids[:len(ids)] == ids else ([], None)
+                for r, (ids, kv) in zip(new, past)]
+        P, S = max(len(ids) for ids, _ in past), max(len(r.ids) - len(ids) for r, (ids, _) in zip(new, past))
+        ids = torch.full((len(new), S), self.pad, dtype=torch.long)
+        attn = torch.zeros((len(new), P + S), dtype=torch.long)
+        pos = torch.zeros((len(new), S), dtype=torch.long)
+        for b, (r, (done, _)) in enumerate(zip(new, past)):  # row: [pad] [past] [pad] [suffix], padding masked
+            n = len(r.ids) - len(done)
+            ids[b, S - n:], pos[b, S - n:] = torch.tensor(r.ids[len(done):]), torch.arange(len(done), len(r.ids))
+            attn[b, P - len(done):P], attn[b, P + S - n:] = 1, 1
+        kv = DynamicCache(config=self.model.config)
+        if P:  # the saved caches, left-padded to the longest: a cache given before the forward
+            ref = next(c for _, c in past if c)
+            for i in range(len(ref)):
+                kv.update(*(torch.cat([pad_left(c[i][j] if c else ref[i][j][:, :, :0], P, -2) for _, c in past])
+                            for j in (0, 1)), i)
+        logits = self.forward(ids.to(self.device), attn.to(self.device), pos.to(self.device), kv, logits_to_keep=1)
+        attn, pos = attn.to(self.device), pos[:, -1].to(self.device) + 1
+        if self.rows:  # merge into the running batch: both left-padded to the longer one
+            n = max(P + S, self.attn.shape[1])
+            for a, b in zip(self.kv.layers, kv.layers):
+                a.keys = torch.cat([pad_left(a.keys, n, -2), pad_left(b.keys, n, -2)])
+                a.values = torch.cat([pad_left(a.values, n, -2), pad_left(b.values, n, -2)])
+            self.attn = torch.cat([pad_left(self.attn, n, -1), pad_left(attn, n, -1)])
+            self.pos, self.logits = torch.cat([self.pos, pos]), torch.cat([self.logits, logits])
+        else:
+            self.kv, self.attn, self.pos, self.logits = kv, attn, pos, logits
+        self.rows += new
 
     @torch.no_grad()
-    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
-        from transformers import DynamicCache
-        B, L = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((B, L), self.pad, dtype=torch.long)
-        attn = torch.zeros((B, L), dtype=torch.long)
-        for b, p in enumerate(prompts):
-            ids[b, L - len(p):], attn[b, L - len(p):] = torch.tensor(p), 1
-        ids, attn = ids.to(self.device), attn.to(self.device)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        kv = {self.cache_arg: DynamicCache(config=self.model.config)}  # filled in place by every forward
-        logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1,
-                            **kv).logits[:, -1]
-        new, lps, done = [[] for _ in range(B)], [[] for _ in range(B)], [False] * B
-        for _ in range(max_new_tokens):
-            logits = logits.float()
-            tok = sample_token(logits, temperature, top_p)
-            lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None])[:, 0]  # raw logits: the trainer's view
-            for b, (t, v) in enumerate(zip(tok.tolist(), lp.tolist())):
-                if not done[b]:
-                    new[b].append(t)
-                    lps[b].append(v)
-                    done[b] = t in self.stop
-            if all(done):
-                break
-            attn = torch.cat([attn, attn.new_ones(B, 1)], 1)
-            pos = pos[:, -1:] + 1
-            logits = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, use_cache=True,
-                                **kv).logits[:, -1]
-        return [(n, lp, "stop" if n and n[-1] in self.stop else "length") for n, lp in zip(new, lps)]
+    def poll(self):
+        # merging copies the whole running cache: admit in groups (a waiting turn waits a few steps at most)
+        self.waited = self.waited + 1 if self.queue else 0
+        if self.queue and (len(self.queue) * 8 >= len(self.rows) or self.waited > 8):
+            self.admit()
+        if not self.rows:
+            return []
+        u = torch.stack([torch.rand((), generator=r.gen) for r in self.rows])
+        tok = sample_token(self.logits, torch.tensor([r.temperature for r in self.rows]),
+                           torch.tensor([r.top_p for r in self.rows]), u)
+        lp = torch.log_softmax(self.logits, -1).gather(-1, tok[:, None])[:, 0]  # raw logits: the trainer's view
+        done, keep = [], []
+        for b, (r, t, v) in enumerate(zip(self.rows, tok.tolist(), lp.tolist())):
+            r.new.append(t)
+            r.lps.append(v)
+            if t in self.stop or len(r.new) == r.max_new:
+                done.append((r.key, r.new, r.lps, "stop" if t in self.stop else "length"))
+                if t in self.stop:  # its episode may go on: keep the cache (all but the new token, not fed yet)
+                    cols = self.attn[b].nonzero()[:, 0]
+                    self.saved[r.key] = (r.ids + r.new[:-1], [(x.keys[b:b + 1, :, cols], x.values[b:b + 1, :, cols])
+                                                              for x in self.kv.layers])
+                    assert len(cols) == len(self.saved[r.key][0])
+            else:
+                keep.append(b)
+        if len(keep) < len(self.rows):  # finished turns leave the batch, and so do padding columns nobody needs
+            idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+            self.attn = self.attn[idx]
+            first = int(self.attn.any(0).long().argmax()) if keep else 0
+            self.attn = self.attn[:, first:]
+            for layer in self.kv.layers:
+                layer.keys, layer.values = layer.keys[idx, :, first:], layer.values[idx, :, first:]
+            self.rows, self.pos, tok = [self.rows[b] for b in keep], self.pos[idx], tok[idx]
+        if self.rows:
+            self.attn = torch.cat([self.attn, self.attn.new_ones(len(self.rows), 1)], 1)
+            self.logits = self.forward(tok[:, None], self.attn, self.pos[:, None], self.kv)
+            self.pos = self.pos + 1
+        return done
 
+    @torch.no_grad()
     def update_weights(self, named_tensors):
-        """Load (a subset of) the weights by HF parameter name; a name the model lacks is an error, not a no-op."""
-        res = self.model.load_state_dict({k: v.to(self.device) for k, v in named_tensors}, strict=False)
-        if res.unexpected_keys:
-            raise KeyError(f"rollout: weights the engine's model does not have: {res.unexpected_keys[:5]}")
+        """Full tensors by HF name, any device and float dtype, each copied into the engine's parameter (converted
+        one at a time); a tied lm_head.weight may be absent (it is the embedding)."""
+        assert not self.queue and not self.rows, "rollout: weights changed while turns are in flight"
+        self.saved = {}  # the saved caches were computed by the old weights
+        for name, t in checked_weights(named_tensors, self.params):
+            self.params[name].copy_(t)
 
-    def sleep(self):
-        pass
+    def sleep(self):  # nothing to release; tracked so that sampling while asleep fails here as it does on vLLM
+        assert not self.queue and not self.rows, "rollout: sleep() with turns in flight would lose them"
+        self.asleep, self.saved = True, {}
 
     def wake_up(self):
-        pass
+        self.asleep = False
 
 
-class VLLMEngine:
-    """vLLM's offline `LLM` in the trainer's process (one engine per rank, `external_launcher`: each rank samples its
-    own prompts, so its seed differs per rank), asleep while the trainer works, weights pushed after every update.
-
-    Written against vLLM 0.33's public API: `LLM(..., enable_sleep_mode=True)`, `llm.sleep(level=1)` (weights parked
-    in CPU memory, KV cache dropped), `llm.wake_up(tags=[...])` ("weights" and "kv_cache" can be woken separately),
-    `llm.apply_model(fn)` (runs fn on the model inside the worker; with the engine core in this process the closure
-    and the tensors are not serialised) and `llm.reset_prefix_cache()`. Sampled-token log-probs come from
-    `logprobs_mode="raw_logprobs"`: the log-softmax of the unprocessed logits, like the trainer's."""
+class VLLMEngine(Engine):
+    """vLLM's offline engine in the trainer's process (engine core in process), asleep while the trainer works. Under
+    torchrun each rank has its own engine (`external_launcher`, which reads RANK: only when torch.distributed is
+    initialised). From vLLM 0.33's source: turns go in through `llm_engine.add_request(id, tokens_input(ids), params)`
+    (a plain TokensPrompt takes a deprecated path) with a unique id per turn and come out of `llm_engine.step()` when
+    `finished` (FINAL_ONLY); `llm.generate()` is never mixed in. Prefix caching keeps resubmitted histories cheap.
+    `logprobs=0` with `logprobs_mode="raw_logprobs"` gives the sampled token's raw log-softmax, like the trainer's.
+    `sleep(level=1)` parks the weights in CPU memory, drops the KV cache and aborts requests in flight (so turns are
+    drained first); the scheduler runs again only once both "weights" and "kv_cache" are woken. The model's
+    `load_weights` (run in process through `apply_model`) takes HF names and fuses q/k/v and gate/up itself."""
 
     def __init__(self, model_path, tokenizer, seed=0, gpu_memory_utilization=0.75, max_model_len=23040):
         import os
+
+        import torch.distributed as dist
+        from transformers import AutoConfig, AutoModelForCausalLM
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: weights reachable
         from vllm import LLM
-        self.tok = tokenizer
+        launcher = "external_launcher" if dist.is_available() and dist.is_initialized() else None
         self.llm = LLM(model=model_path, dtype="bfloat16", seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_sleep_mode=True, enable_prefix_caching=True,
                        logprobs_mode="raw_logprobs", generation_config="vllm",  # no sampling defaults from the model
-                       distributed_executor_backend="external_launcher", tensor_parallel_size=1)
+                       distributed_executor_backend=launcher, tensor_parallel_size=1)
+        with torch.device("meta"):  # the names and shapes load_weights accepts: the HF model's, built without memory
+            ref = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+        self.params = dict(ref.named_parameters(remove_duplicate=False))
         self.stop = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
         self.asleep = set()  # which of "weights", "kv_cache" are released
+        self.pending, self.requests = {}, 0  # request id -> key; requests submitted so far (for unique ids)
+        self.device = "cuda"  # where the pushed weights go (this rank's GPU)
 
-    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        sp = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, logprobs=0,
-                            stop_token_ids=self.stop, skip_special_tokens=False)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
-        res = []
-        for o in outs:
-            c = o.outputs[0]
-            lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]  # logprobs=0: just the sampled token
-            res.append((list(c.token_ids), lps, "stop" if c.finish_reason == "stop" else "length"))
-        return res
+    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        assert not self.asleep, f"rollout: sampling while vLLM's {sorted(self.asleep)} sleep (call wake_up first)"
+        sp = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed, logprobs=0,
+                            stop_token_ids=self.stop, skip_special_tokens=False, detokenize=False,
+                            output_kind=RequestOutputKind.FINAL_ONLY)
+        rid = f"turn-{self.requests}"
+        self.requests += 1
+        self.llm.llm_engine.add_request(rid, tokens_input(list(ids)), sp)
+        self.pending[rid] = key
+
+    def poll(self):
+        out = []
+        for o in self.llm.llm_engine.step():
+            if o.finished:
+                c = o.outputs[0]
+                lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]  # logprobs=0: just the sampled token
+                out.append((self.pending.pop(o.request_id), list(c.token_ids), lps,
+                            "stop" if c.finish_reason == "stop" else "length"))
+        return out
 
     def update_weights(self, named_tensors):
+        """Full tensors by HF name, converted to bf16 on this GPU one at a time as vLLM's loader pulls them."""
+        assert not self.pending, "rollout: weights changed while turns are in flight"
         if "weights" in self.asleep:  # waking later would restore the parked (old) weights over the new ones
             self.llm.wake_up(tags=["weights"])
             self.asleep.discard("weights")
-        weights = ((k, v.to("cuda", non_blocking=True)) for k, v in named_tensors)
-        self.llm.apply_model(lambda model: model.load_weights(weights))
+        weights = ((k, v.to(self.device, torch.bfloat16, non_blocking=True))
+                   for k, v in checked_weights(named_tensors, self.params))
+        self.llm.apply_model(lambda model: model.load_weights(weights))  # vLLM's loader reads them all
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
 
     def sleep(self):
+        assert not self.pending, "rollout: sleep() with turns in flight would abort them"
         self.llm.sleep(level=1)
         self.asleep = {"weights", "kv_cache"}
 
-    def wake_up(self):
+    def wake_up(self):  # idempotent; wakes whatever still sleeps (the KV cache alone after a weight update)
         if self.asleep:
             self.llm.wake_up(tags=sorted(self.asleep))
             self.asleep = set()
@@ -473,6 +671,7 @@ class Config:
     top_p: float = 1.0  # nucleus sampling mass
     seed: int = 0  # problems and sampling
     sandbox_url: str = "local"  # local | http(s)://host:port of a SandboxFusion server
+    mode: str = "continuous"  # continuous | sync (turn-synchronous)
 
 
 def main(argv=None):
@@ -483,11 +682,11 @@ def main(argv=None):
     engine = make_engine(cfg.backend, cfg.model, tok, model=model, seed=cfg.seed,
                          max_model_len=1024 + cfg.max_response_len)
     problems = data.toy_problems(cfg.n, cfg.seed)
-    prompts = [tok.apply_chat_template(p["prompt_messages"], tools=data.TOOLS, add_generation_prompt=True,
+    prompts = [tok.apply_chat_template(p["prompt_messages"], tools=p["tools"], add_generation_prompt=True,
                                        tokenize=True, return_dict=False) for p in problems]
     eps = rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
                   tools=tool_protocol("clean", max_chars=cfg.max_obs_chars), temperature=cfg.temperature,
-                  top_p=cfg.top_p, execute=sandbox.make_executor(cfg.sandbox_url))
+                  top_p=cfg.top_p, execute=sandbox.make_executor(cfg.sandbox_url), mode=cfg.mode, seed=cfg.seed)
     for p, ep in zip(problems, eps):
         print(f"\n=== {p['question']} (answer {p['ground_truth']}) | {ep.num_turns} turns, {ep.num_tool_calls} calls "
               f"({ep.tool_errors} errors), {ep.response_len} tokens, finish {ep.finish}\n{ep.response_text}")

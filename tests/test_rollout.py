@@ -1,7 +1,11 @@
-"""rollout.py: tool-call parsing, the token-in/token-out agent loop (scripted engines), sampling, HFEngine end to end,
-the vLLM engine's call sequence (against a stand-in module), engine choice."""
+"""rollout.py: tool-call parsing, the token-in/token-out agent loop in both modes (scripted engines), continuous
+scheduling, sampling, HFEngine end to end (seeded episodes whatever the tool timing), weight updates, the vLLM engine
+against a stand-in module (sleep state, environment, request flow), engine choice."""
+import os
+import random
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -10,6 +14,15 @@ import torch
 import data
 import rollout
 from sandbox import ExecResult
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster than two fighting."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -93,26 +106,32 @@ def test_tool_response_ids_prefix_property(tok):
     assert obs == enc(tok, tool_turn(results))
 
 
-class Scripted:
-    """Plays a script per episode: script(prompt_ids) -> the turn's text. Log-prob of the k-th token of the n-th
-    engine call is -(n + k / 1000), so every recorded log-prob says where it came from."""
+class Scripted(rollout.Engine):
+    """Plays a script per episode: script(prompt_ids) -> the turn's text; every poll finishes all queued turns. The
+    log-prob of the k-th token of an episode's n-th turn is -(n + k / 1000), so every recorded log-prob says where
+    it came from. Records each poll's batch size and each submission (key, turn)."""
 
     def __init__(self, tok, script):
-        self.tok, self.script, self.batches = tok, script, []
+        self.tok, self.script, self.batches, self.submitted, self.queue = tok, script, [], [], []
 
-    def generate(self, prompts, max_new_tokens, temperature, top_p):
-        n = len(self.batches) + 1
-        self.batches.append(len(prompts))
-        out = []
-        for p in prompts:
-            t = enc(self.tok, self.script(p))[:max_new_tokens]
-            out.append((t, [-(n + k / 1000) for k in range(len(t))], "stop"))
+    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
+        n = self.tok.decode(ids).count("<|im_start|>assistant")
+        self.submitted.append((key, n))
+        t = enc(self.tok, self.script(ids))[:max_new_tokens]
+        self.queue.append((key, t, [-(n + k / 1000) for k in range(len(t))], "stop"))
+
+    def poll(self):
+        out, self.queue = self.queue, []
+        self.batches.append(len(out))
         return out
 
 
 def same_script(tok, turns):
     """Every episode plays `turns` in order (turn i when its context holds i tool responses)."""
     return Scripted(tok, lambda p: turns[min(tok.decode(p).count("<tool_response>"), len(turns) - 1)])
+
+
+MODES = ["continuous", "sync"]
 
 
 def fake_exec(code, timeout, echo=True):
@@ -123,11 +142,13 @@ def fake_exec(code, timeout, echo=True):
     return ExecResult("ok", str(eval(code.removeprefix("print(")[:-1])) + "\n", "", 0.01)
 
 
-def test_agent_loop_exact_ids_masks_steps_and_logprobs(tok):
+@pytest.mark.parametrize("mode", MODES)
+def test_agent_loop_exact_ids_masks_steps_and_logprobs(tok, mode):
     turns = [(CALL % "print(6 * 7)") + "<|im_end|>", (CALL % "boom") + "<|im_end|>",
              "The answer is \\boxed{42}.<|im_end|>"]
     p = prompt(tok)
-    eps = rollout.rollout(same_script(tok, turns), tok, [p, p], max_turns=5, max_response_len=500, execute=fake_exec)
+    eps = rollout.rollout(same_script(tok, turns), tok, [p, p], max_turns=5, max_response_len=500, execute=fake_exec,
+                          mode=mode)
     t1, t2, t3 = (enc(tok, t) for t in turns)
     o1, o2 = enc(tok, tool_turn(["42"])), enc(tok, tool_turn(["ZeroDivisionError: division by zero"]))
     lp = lambda n, t: [-(n + k / 1000) for k in range(len(t))]
@@ -146,7 +167,8 @@ def test_agent_loop_exact_ids_masks_steps_and_logprobs(tok):
         assert ep.score is None and ep.acc is None and ep.pred is None and ep.meta == {}
 
 
-def test_episodes_finish_independently_and_only_active_ones_are_sampled(tok):
+@pytest.mark.parametrize("mode", MODES)
+def test_episodes_finish_independently_and_only_active_ones_are_sampled(tok, mode):
     quick, slow = prompt(tok, "What is 1 + 1?"), prompt(tok, "What is 6 * 7?")
 
     def script(p):
@@ -154,17 +176,19 @@ def test_episodes_finish_independently_and_only_active_ones_are_sampled(tok):
             return "\\boxed{2}<|im_end|>"
         return (CALL % "print(6 * 7)") + "<|im_end|>" if tok.decode(p).count("<tool_response>") < 2 else "42<|im_end|>"
     eng = Scripted(tok, script)
-    a, b, c = rollout.rollout(eng, tok, [quick, slow, quick], max_turns=8, max_response_len=500, execute=fake_exec)
+    a, b, c = rollout.rollout(eng, tok, [quick, slow, quick], max_turns=8, max_response_len=500, execute=fake_exec,
+                              mode=mode)
     assert eng.batches == [3, 1, 1]
     assert (a.num_turns, b.num_turns, c.num_turns) == (1, 3, 1) and b.num_tool_calls == 2
     assert a.ids == quick + enc(tok, "\\boxed{2}<|im_end|>") and a.ids == c.ids
 
 
-def test_malformed_calls_become_error_observations(tok):
+@pytest.mark.parametrize("mode", MODES)
+def test_malformed_calls_become_error_observations(tok, mode):
     bad = '<tool_call>{"name": "python", "arguments": {"code": "1"}}</tool_call><|im_end|>'
     seen = []
     ep = rollout.rollout(same_script(tok, [bad, "ok<|im_end|>"]), tok, [prompt(tok)], max_turns=4,
-                         max_response_len=500, execute=lambda code, timeout, echo=True: seen.append(code))[0]
+                         max_response_len=500, execute=lambda code, timeout, echo=True: seen.append(code), mode=mode)[0]
     assert seen == [] and ep.tool_errors == 1 and ep.num_tool_calls == 1 and ep.turns[0]["status"] == ["malformed"]
     obs = ep.turns[0]["observations"][0]
     assert obs.startswith("Error: unknown tool 'python'")
@@ -172,7 +196,8 @@ def test_malformed_calls_become_error_observations(tok):
     assert ep.ids[:len(head)] == head
 
 
-def test_tool_calls_of_a_turn_run_concurrently(tok):
+@pytest.mark.parametrize("mode", MODES)
+def test_tool_calls_of_a_turn_run_concurrently(tok, mode):
     barrier = threading.Barrier(4, timeout=10)  # every call waits for the 3 others: sequential execution would fail
 
     def execute(code, timeout, echo=True):
@@ -180,58 +205,97 @@ def test_tool_calls_of_a_turn_run_concurrently(tok):
         return ExecResult("ok", "1\n", "", 0.0)
     turns = [(CALL % "1") * 2 + "<|im_end|>", "done<|im_end|>"]
     eps = rollout.rollout(same_script(tok, turns), tok, [prompt(tok)] * 2, max_turns=3, max_response_len=500,
-                          execute=execute)
+                          execute=execute, mode=mode)
     head = prompt(tok) + enc(tok, turns[0]) + enc(tok, tool_turn(["1", "1"]))  # both results in one user turn
     assert all(e.num_tool_calls == 2 and e.turns[0]["status"] == ["ok", "ok"] and e.ids[:len(head)] == head
                for e in eps)
 
 
-def test_turn_limit(tok):
+def test_continuous_next_turn_starts_when_its_own_tools_are_back(tok):
+    """Episode 0's tool call returns only once episode 1 has submitted its third turn: continuous rollouts get
+    there (episode 1 never waits for episode 0's tool); a turn barrier would wait for the call until it times out."""
+    third = threading.Event()
+
+    class Watch(Scripted):
+        def submit(self, key, ids, *a):
+            super().submit(key, ids, *a)
+            if self.submitted[-1] == (1, 3):
+                third.set()
+
+    def execute(code, timeout, echo=True):
+        if code == "slow":
+            return ExecResult("ok" if third.wait(10) else "timeout", "1\n", "", 0.0)
+        return ExecResult("ok", "2\n", "", 0.0)
+    eng = Watch(tok, lambda p: ((CALL % ("slow" if "1 + 1" in tok.decode(p) else "fast")) + "<|im_end|>"
+                                if tok.decode(p).count("<tool_response>") < 2 else "done<|im_end|>"))
+    a, b = rollout.rollout(eng, tok, [prompt(tok, "What is 1 + 1?"), prompt(tok)], max_turns=5, max_response_len=500,
+                           execute=execute)
+    assert a.turns[0]["status"] == ["ok"] and a.num_turns == b.num_turns == 3
+    assert eng.submitted.index((1, 3)) < eng.submitted.index((0, 2))
+
+
+def test_tool_pool_is_sized_to_the_load(tok):
+    barrier = threading.Barrier(24, timeout=10)  # 24 episodes' calls all out at once: more than any fixed pool of 16
+
+    def execute(code, timeout, echo=True):
+        barrier.wait()
+        return ExecResult("ok", "1\n", "", 0.0)
+    eps = rollout.rollout(same_script(tok, [(CALL % "1") + "<|im_end|>", "done<|im_end|>"]), tok, [prompt(tok)] * 24,
+                          max_turns=3, max_response_len=500, execute=execute)
+    assert all(e.turns[0]["status"] == ["ok"] for e in eps)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_turn_limit(tok, mode):
     call = (CALL % "print(6 * 7)") + "<|im_end|>"
     ep = rollout.rollout(same_script(tok, [call]), tok, [prompt(tok)], max_turns=3, max_response_len=10_000,
-                         execute=fake_exec)[0]
+                         execute=fake_exec, mode=mode)[0]
     assert ep.finish == "max_turns" and ep.num_turns == 3 and not ep.overlong
     assert ep.num_tool_calls == 2  # the last turn's call is never run: no turn is left to read its result
     assert ep.ids[-len(enc(tok, call)):] == enc(tok, call) and ep.mask[-1] == 1
 
 
-def test_length_limits(tok):
+@pytest.mark.parametrize("mode", MODES)
+def test_length_limits(tok, mode):
     p = prompt(tok)
     long_turn = "The answer is " + "very " * 40 + "\\boxed{42}.<|im_end|>"
     ep = rollout.rollout(same_script(tok, [long_turn]), tok, [p], max_turns=4, max_response_len=25,
-                         execute=fake_exec)[0]  # cut inside the first turn
+                         execute=fake_exec, mode=mode)[0]  # cut inside the first turn
     assert ep.ids == p + enc(tok, long_turn)[:25] and sum(ep.mask) == 25 and ep.response_len == 25
     assert ep.overlong and ep.finish == "length"
     call = (CALL % "print(10 ** 30)") + "<|im_end|>"
     n_call = len(enc(tok, call))
     n_obs = len(enc(tok, tool_turn(["1" + "0" * 30])))
     ep = rollout.rollout(same_script(tok, [call]), tok, [p], max_turns=10, max_response_len=2 * n_call + n_obs,
-                         execute=fake_exec)[0]  # the second tool output would leave no room for a reply
+                         execute=fake_exec, mode=mode)[0]  # the second tool output would leave no room for a reply
     assert ep.overlong and ep.finish == "length" and ep.num_turns == 2 and ep.response_len == 2 * n_call + n_obs
     limit = 2 * n_call + 2 * n_obs + 5
     ep = rollout.rollout(same_script(tok, [call]), tok, [p], max_turns=10, max_response_len=limit,
-                         execute=fake_exec)[0]  # 5 tokens left for the third turn: sampled, then cut
+                         execute=fake_exec, mode=mode)[0]  # 5 tokens left for the third turn: sampled, then cut
     assert ep.overlong and ep.finish == "length" and ep.num_turns == 3 and ep.response_len == limit
     assert ep.ids[-5:] == enc(tok, call)[:5] and ep.mask[-5:] == [1] * 5
 
 
-def test_observation_limit_and_statuses(tok):
+@pytest.mark.parametrize("mode", MODES)
+def test_observation_limit_and_statuses(tok, mode):
     call = (CALL % "print(10 ** 300)") + "<|im_end|>"
     ep = rollout.rollout(same_script(tok, [call, "done<|im_end|>"]), tok, [prompt(tok)], max_turns=3,
-                         max_response_len=10_000, tools=rollout.tool_protocol(max_chars=50), execute=fake_exec)[0]
+                         max_response_len=10_000, tools=rollout.tool_protocol(max_chars=50), execute=fake_exec,
+                         mode=mode)[0]
     obs = ep.turns[0]["observations"][0]
     assert obs == "1" + "0" * 49 + "\n... [truncated 251 characters]"
     assert f"<tool_response>\n{obs}\n</tool_response>" in tok.decode(ep.ids)
     ep = rollout.rollout(same_script(tok, [(CALL % "sleep") + "<|im_end|>", "done<|im_end|>"]), tok, [prompt(tok)],
-                         max_turns=4, max_response_len=500, execute=fake_exec)[0]
+                         max_turns=4, max_response_len=500, execute=fake_exec, mode=mode)[0]
     assert ep.tool_timeouts == 1 and ep.tool_errors == 0 and ep.turns[0]["status"] == ["timeout"]
     assert ep.turns[0]["observations"][0].startswith("partial\nTimeoutError")
 
 
-def test_eos_ends_the_episode(tok):
+@pytest.mark.parametrize("mode", MODES)
+def test_eos_ends_the_episode(tok, mode):
     turn = (CALL % "print(1)") + "<|endoftext|>"
     ep = rollout.rollout(same_script(tok, [turn]), tok, [prompt(tok)], max_turns=4, max_response_len=500,
-                         execute=fake_exec)[0]
+                         execute=fake_exec, mode=mode)[0]
     assert ep.finish == "answer" and ep.num_turns == 1 and ep.num_tool_calls == 0 and ep.mask[-1] == 1
 
 
@@ -325,6 +389,83 @@ def test_hf_engine_owns_a_copy_and_loads_weights(tok):
         eng.update_weights([("model.no_such_layer.weight", torch.zeros(1))])
 
 
+def test_hf_engine_admits_turns_mid_batch(tok, model):
+    """Turns submitted while others decode (continuous batching: merged caches, padding, rows leaving) sample what
+    each samples alone with the same seed, with log-probs equal to a full forward pass."""
+    eng = rollout.HFEngine(model, tok)
+    prompts = [prompt(tok), [1, 2, 3], prompt(tok, "What is 12345 * 678?"), prompt(tok)[:-7]]
+    got = {}
+    for step in range(200):
+        if step in (0, 3, 4, 9):
+            k = (0, 3, 4, 9).index(step)
+            eng.submit(k, prompts[k], 6 + 3 * k, 1.0 if k % 2 else 0.8, 0.95, 100 + k)
+        got |= {key: (new, lps) for key, new, lps, _ in eng.poll()}
+    assert sorted(got) == [0, 1, 2, 3] and not eng.rows and not eng.queue
+    for k, p in enumerate(prompts):
+        alone = rollout.HFEngine(model, tok)
+        alone.submit("a", p, 6 + 3 * k, 1.0 if k % 2 else 0.8, 0.95, 100 + k)
+        (_, new, lps, _), = [r for _ in range(50) for r in alone.poll()]
+        assert got[k][0] == new and torch.allclose(torch.tensor(got[k][1]), torch.tensor(lps), atol=1e-5)
+        ref = full_forward_logp(model, p + new)[len(p) - 1:]
+        assert torch.allclose(torch.tensor(lps), ref, atol=1e-4)
+
+
+def test_hf_engine_weight_updates_are_checked(tok):
+    mine, other = data.tiny_qwen3(tok, "tiny", seed=5), data.tiny_qwen3(tok, "tiny", seed=11)
+    eng = rollout.HFEngine(mine, tok)
+    sd = other.state_dict()
+    eng.update_weights((k, v.to(torch.bfloat16)) for k, v in sd.items() if k != "lm_head.weight")  # tied: absent
+    for k, v in eng.model.state_dict().items():  # every parameter, the tied head included, is the bf16 value
+        assert v.dtype == torch.float32 and torch.equal(v, sd[k].to(torch.bfloat16).float())
+    with pytest.raises(KeyError, match="no parameter"):
+        eng.update_weights([("model.no_such_layer.weight", torch.zeros(1))])
+    with pytest.raises(ValueError, match="shape"):
+        eng.update_weights([("model.norm.weight", torch.zeros(3))])
+    with pytest.raises(KeyError, match="left 1 parameters"):  # a rank that got no weights must not sample silently
+        eng.update_weights((k, v) for k, v in sd.items() if k != "model.layers.1.mlp.up_proj.weight")
+    eng.sleep()
+    with pytest.raises(AssertionError, match="wake_up"):
+        eng.generate([prompt(tok)], 4)
+    eng.wake_up()
+    assert len(eng.generate([prompt(tok)], 4)[0][0]) >= 1
+
+
+def test_hf_rollouts_are_the_same_whatever_the_tool_timing(tok, model):
+    """Random tool delays reorder when episodes come back, so the HF engine batches different turns together:
+    the episodes stay those of a run without delays, and of a sync run (same seed)."""
+    hf = rollout.HFEngine(model, tok)
+
+    class ForcedCalls(rollout.Engine):  # episode i calls the tool in its first 1 + i % 3 turns, then the model samples
+        def __init__(self):
+            self.forced = []
+
+        def submit(self, key, ids, max_new, temperature, top_p, seed):
+            if tok.decode(ids).count("<|im_start|>assistant") <= 1 + key % 3:
+                t = enc(tok, (CALL % f"print({key} + {seed % 100})") + "<|im_end|>")
+                self.forced.append((key, t, full_forward_logp(model, ids + t)[len(ids) - 1:].tolist(), "stop"))
+            else:
+                hf.submit(key, ids, max_new, temperature, top_p, seed)
+
+        def poll(self):
+            out, self.forced = self.forced, []
+            return out + hf.poll()
+    rng = random.Random()  # unseeded on purpose: every run interleaves differently
+
+    def delayed(code, timeout, echo=True):
+        time.sleep(rng.uniform(0, 0.03))
+        return fake_exec(code, timeout)
+    prompts = [prompt(tok, f"What is {i} * 7?") for i in range(6)]
+    kw = dict(max_turns=6, max_response_len=160, temperature=1.0, top_p=0.95, seed=5)
+    base = rollout.rollout(ForcedCalls(), tok, prompts, execute=fake_exec, **kw)
+    assert sum(e.num_turns for e in base) > 2 * len(base)
+    for mode, execute in [("continuous", delayed), ("continuous", delayed), ("sync", delayed)]:
+        for a, b in zip(base, rollout.rollout(ForcedCalls(), tok, prompts, execute=execute, mode=mode, **kw)):
+            assert a.ids == b.ids and a.mask == b.mask and a.finish == b.finish and a.turns == b.turns
+            assert torch.allclose(torch.tensor(a.sampler_logp), torch.tensor(b.sampler_logp), atol=1e-5)
+    other = rollout.rollout(ForcedCalls(), tok, prompts, execute=fake_exec, **(kw | {"seed": 6}))
+    assert any(a.ids != b.ids for a, b in zip(base, other))
+
+
 def test_hf_end_to_end_with_the_real_sandbox(tok, model):
     """First turn forced to call the tool; the real sandbox runs it; the tiny model samples the rest. Every sampled
     token's recorded log-prob equals a full forward pass over the final ids (KV cache across tool output)."""
@@ -356,61 +497,158 @@ def test_hf_end_to_end_with_the_real_sandbox(tok, model):
 # VLLMEngine's calls, against a stand-in for the vllm package (no vLLM here); engine choice
 
 
-def test_vllm_engine_call_sequence(tok, monkeypatch):
-    calls = []
+class FakeVLLM:
+    """A stand-in for the vllm package, as 0.33 behaves where the rollout engine touches it: `external_launcher`
+    reads RANK from the environment; requests go in through llm_engine.add_request (token inputs) and come out of
+    step() once finished (a turn takes 1-3 steps, its text a function of its seed: a tool call for the first two
+    turns of an episode, then an answer); sleep(level=1) releases weights and KV cache and aborts requests in flight;
+    nothing is scheduled until both are awake again (here: an error, where vLLM would wait forever)."""
 
-    class LLM:
-        def __init__(self, **kw):
-            calls.append(("init", kw))
+    def __init__(self, tok):
+        fake = self
+        self.tok, self.log, self.asleep, self.requests, self.aborted, self.loaded = tok, [], set(), {}, 0, []
 
-        def generate(self, prompts, sp, use_tqdm):
-            calls.append(("generate", [q["prompt_token_ids"] for q in prompts], sp))
-            lp = types.SimpleNamespace
-            outs = [types.SimpleNamespace(token_ids=[5, 2], finish_reason="stop",
-                                          logprobs=[{5: lp(logprob=-0.5)}, {2: lp(logprob=-0.25)}]),
-                    types.SimpleNamespace(token_ids=[7], finish_reason="length", logprobs=[{7: lp(logprob=-1.5)}])]
-            return [types.SimpleNamespace(outputs=[o]) for o in outs]
+        class LLM:
+            def __init__(self, **kw):
+                if kw.get("distributed_executor_backend") == "external_launcher":
+                    int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+                fake.kw, self.llm_engine = kw, Engine()
 
-        def sleep(self, level):
-            calls.append(("sleep", level))
+            def sleep(self, level=1, mode="abort"):
+                fake.log.append(("sleep", level))
+                fake.aborted += len(fake.requests)
+                fake.requests.clear()
+                fake.asleep = {"weights", "kv_cache"}
 
-        def wake_up(self, tags=None):
-            calls.append(("wake_up", tags))
+            def wake_up(self, tags=None):
+                fake.log.append(("wake_up", tags))
+                fake.asleep -= set(tags or ("weights", "kv_cache"))
 
-        def apply_model(self, fn):
-            class Model:
-                def load_weights(self, weights):
-                    calls.append(("load", [k for k, _ in weights]))
-            return [fn(Model())]
+            def apply_model(self, fn):
+                assert "weights" not in fake.asleep
 
-        def reset_prefix_cache(self):
-            calls.append(("reset_prefix_cache",))
+                class Model:
+                    def load_weights(self, weights):
+                        fake.loaded = [(k, v.dtype, v.device.type) for k, v in weights]
+                        return {k for k, _, _ in fake.loaded}
+                return [fn(Model())]
 
-    vllm = types.ModuleType("vllm")
-    vllm.LLM, vllm.SamplingParams = LLM, lambda **kw: kw
-    inputs = types.ModuleType("vllm.inputs")
-    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
-    eng = rollout.VLLMEngine("/m", tok, seed=3, max_model_len=100)
-    kw = calls[0][1]
-    assert kw["distributed_executor_backend"] == "external_launcher" and kw["enable_sleep_mode"] and kw["seed"] == 3
-    assert kw["logprobs_mode"] == "raw_logprobs"
-    out = eng.generate([[1, 2], [3]], 9, temperature=1.0, top_p=0.6)
-    assert out == [([5, 2], [-0.5, -0.25], "stop"), ([7], [-1.5], "length")]
-    sp = calls[1][2]
-    assert sp["logprobs"] == 0 and sp["max_tokens"] == 9 and sp["top_p"] == 0.6 and set(sp["stop_token_ids"]) == {0, 2}
-    del calls[:]
-    eng.wake_up()  # awake already: nothing to do
+            def reset_prefix_cache(self):
+                fake.log.append(("reset_prefix_cache",))
+
+        class Engine:
+            def add_request(self, rid, prompt, sp):
+                if fake.asleep:
+                    raise RuntimeError("engine_paused")
+                assert prompt["type"] == "token" and rid not in fake.requests
+                fake.log.append(("add", rid, sp["seed"]))
+                fake.requests[rid] = [prompt["prompt_token_ids"], sp, len(prompt["prompt_token_ids"]) % 3 + 1]
+
+            def step(self):
+                if fake.asleep:
+                    raise RuntimeError(f"scheduler paused: {sorted(fake.asleep)} asleep")
+                out = []
+                for rid, r in list(fake.requests.items()):
+                    r[2] -= 1
+                    if r[2] == 0:
+                        del fake.requests[rid]
+                        out.append(fake.finish(rid, *r[:2]))
+                    else:
+                        out.append(types.SimpleNamespace(request_id=rid, finished=False, outputs=[]))
+                return out
+
+        self.module = types.ModuleType("vllm")
+        self.module.LLM = LLM
+        self.inputs = types.ModuleType("vllm.inputs")
+        self.inputs.tokens_input = lambda ids: {"type": "token", "prompt_token_ids": ids}
+        self.sampling = types.ModuleType("vllm.sampling_params")
+        self.sampling.SamplingParams = lambda **kw: kw
+        self.sampling.RequestOutputKind = types.SimpleNamespace(FINAL_ONLY="final-only")
+
+    def finish(self, rid, ids, sp):
+        turn = self.tok.decode(ids).count("<|im_start|>assistant")
+        text = (CALL % f"print({sp['seed'] % 1000})" if turn < 3 else f"\\boxed{{{sp['seed'] % 7}}}") + "<|im_end|>"
+        new = enc(self.tok, text)[:sp["max_tokens"]]
+        lp = types.SimpleNamespace
+        c = types.SimpleNamespace(token_ids=new, logprobs=[{t: lp(logprob=-t / 1000)} for t in new],
+                                  finish_reason="stop" if new[-1] in sp["stop_token_ids"] else "length")
+        return types.SimpleNamespace(request_id=rid, finished=True, outputs=[c])
+
+    def install(self, monkeypatch):
+        for name, mod in [("vllm", self.module), ("vllm.inputs", self.inputs), ("vllm.sampling_params", self.sampling)]:
+            monkeypatch.setitem(sys.modules, name, mod)
+
+
+@pytest.fixture
+def fake_vllm(tok, model, tmp_path, monkeypatch):
+    fake = FakeVLLM(tok)
+    fake.install(monkeypatch)
+    model.config.save_pretrained(tmp_path)  # the engine reads the HF names and shapes from the config
+    fake.path = str(tmp_path)
+    return fake
+
+
+def test_vllm_engine_environment(tok, fake_vllm, monkeypatch):
+    import torch.distributed as dist
+    monkeypatch.delenv("RANK", raising=False)  # plain `python`: no launcher variables
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    rollout.VLLMEngine(fake_vllm.path, tok, seed=3)
+    kw = fake_vllm.kw
+    assert kw["distributed_executor_backend"] is None and kw["enable_sleep_mode"] and kw["seed"] == 3
+    assert kw["logprobs_mode"] == "raw_logprobs" and kw["enable_prefix_caching"]
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # under torchrun the launcher's variables are set
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    rollout.VLLMEngine(fake_vllm.path, tok)
+    assert fake_vllm.kw["distributed_executor_backend"] == "external_launcher"
+
+
+def test_vllm_engine_rollouts_are_seeded_per_turn(tok, fake_vllm):
+    eng = rollout.VLLMEngine(fake_vllm.path, tok)
+    prompts = [prompt(tok, f"What is {i} * 7?") for i in range(5)]
+    runs = [rollout.rollout(eng, tok, prompts, max_turns=6, max_response_len=500, execute=fake_exec, mode=m,
+                            seed=11) for m in ("continuous", "sync")]
+    adds = [e for e in fake_vllm.log if e[0] == "add"]
+    assert len(adds) == 2 * 5 * 3 and len({rid for _, rid, _ in adds}) == len(adds)  # one unique id per turn
+    assert sorted(s for _, _, s in adds[:15]) == sorted(rollout.turn_seed(11, i, t) for i in range(5) for t in range(3))
+    for i, (a, b) in enumerate(zip(*runs)):
+        assert a.ids == b.ids and a.sampler_logp == b.sampler_logp and a.finish == b.finish == "answer"
+        assert a.turns[1]["observations"] == [str(rollout.turn_seed(11, i, 1) % 1000)]
+        assert a.num_turns == 3
+        new = [t for t, m in zip(a.ids, a.mask) if m]
+        assert [lp for lp, m in zip(a.sampler_logp, a.mask) if m] == [-t / 1000 for t in new]
+
+
+def test_vllm_engine_sleep_wake_and_weights(tok, model, fake_vllm):
+    eng = rollout.VLLMEngine(fake_vllm.path, tok)
+    eng.device = "cpu"  # no GPU here: the conversion's device
+    p = prompt(tok)
+    eng.submit("x", p, 50, 1.0, 1.0, 0)
+    with pytest.raises(AssertionError, match="in flight"):  # sleep(mode="abort") would drop the turn
+        eng.sleep()
+    while not eng.poll():
+        pass
     eng.sleep()
-
-    class T:
-        def to(self, *a, **k):
-            return self
-    eng.update_weights([("a", T()), ("b", T())])
+    assert fake_vllm.aborted == 0
+    with pytest.raises(AssertionError, match="wake_up"):
+        eng.generate([p], 50)
+    sd = model.state_dict()
+    eng.update_weights((k, v) for k, v in sd.items() if k != "lm_head.weight")  # tied: the embedding is enough
+    assert [k for k, _, _ in fake_vllm.loaded] == [k for k in sd if k != "lm_head.weight"]
+    assert {(d, dev) for _, d, dev in fake_vllm.loaded} == {(torch.bfloat16, "cpu")}
+    assert fake_vllm.log[-2:] == [("wake_up", ["weights"]), ("reset_prefix_cache",)]
+    with pytest.raises(AssertionError, match="kv_cache"):  # the KV cache still sleeps: sampling must not start
+        eng.generate([p], 50)
     eng.wake_up()
-    assert calls == [("sleep", 1), ("wake_up", ["weights"]), ("load", ["a", "b"]), ("reset_prefix_cache",),
-                     ("wake_up", ["kv_cache"])]
+    eng.wake_up()  # idempotent
+    assert [e for e in fake_vllm.log if e[0] == "wake_up"] == [("wake_up", ["weights"]), ("wake_up", ["kv_cache"])]
+    assert eng.generate([p], 50)[0][2] == "stop"
+    with pytest.raises(KeyError, match="no parameter"):
+        eng.update_weights([("model.no_such_layer.weight", torch.zeros(1))])
+    with pytest.raises(ValueError, match="shape"):
+        eng.update_weights([("model.norm.weight", torch.zeros(3))])
+    with pytest.raises(KeyError, match="left 1 parameters"):
+        eng.update_weights((k, v) for k, v in sd.items() if k != "model.norm.weight")
 
 
 def test_make_engine(tok, model, capsys):
