@@ -160,7 +160,7 @@ def test_two_processes_unequal_micro_batches_equal_one_process(tmp_path):
     assert len(counts[0]) == len(counts[1]) == 2 and counts[0] != counts[1]  # scoring, update: 4 vs 3 passes
     # the same global batch, summed in another order and split over ranks: fp32 rounding only, ~1e-7 relative;
     # a lost or doubled micro-batch or a mixed-up layer moves the loss and the weights by ~1e-2 or more
-    assert one[0]["reward"] == two[0]["reward"] and abs(one[0]["loss"] - two[0]["loss"]) < 1e-5
+    assert abs(one[0]["reward"] - two[0]["reward"]) < 1e-6 and abs(one[0]["loss"] - two[0]["loss"]) < 1e-5
     a, b = load_weights(tmp_path / "one" / "step_000001" / "model"), load_weights(tmp_path / "two" / "step_000001" /
                                                                                     "model")
     init = data_tiny_state()
