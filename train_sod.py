@@ -68,6 +68,7 @@ class Config:
     val_top_p: float = 0.6
     sandbox_url: str | None = None  # None: local sandbox pool; else a SandboxFusion URL
     tool_timeout: float = 0.0  # seconds per tool call; 0 = the protocol's (paper: 60, clean: 10)
+    rollout_mode: str = "continuous"  # continuous (an episode goes on as soon as its own tools are back) | sync
     overlong_buffer: int = 1024  # DAPO overlong shaping
     overlong_penalty: float = 1.0
     gpu_memory_utilization: float = 0.75  # vLLM
@@ -141,12 +142,14 @@ def sample_episodes(engine, tok, problems, group_size, cfg, temperature, top_p, 
     eps = rollout.rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
                           temperature=temperature, top_p=top_p, execute=execute,
                           tools=rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None,
-                                                      timeout=cfg.tool_timeout or None))
+                                                      timeout=cfg.tool_timeout or None), mode=cfg.rollout_mode)
+    grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     for i, ep in enumerate(eps):
         p = problems[i // group_size]
         r = reward.compute_score(p["source"], ep.response_text, p["ground_truth"], ep.num_turns, ep.response_len,
                                  cfg.max_response_len, cfg.overlong_buffer, cfg.overlong_penalty,
-                                 run=execute if p["source"] != "toy" else None)
+                                 run=execute if p["source"] != "toy" else None, extra_info=p.get("extra_info"),
+                                 **grading)
         ep.score, ep.acc, ep.pred = r["score"], r["acc"], r["pred"]
     return eps
 
