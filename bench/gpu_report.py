@@ -246,7 +246,7 @@ def section_sod(size, vocab, tok, tok_name, dry):
         backend = f"{torch.distributed.get_backend()} x{torch.distributed.get_world_size()}"
         train_sod.main([  # its own process group: the same one, torn down at its end (this section runs last)
             "--student", os.path.join(d, "model"), "--teacher", os.path.join(d, "model"), "--data", "toy",
-            "--val_bench", "", "--prompts_per_step", str(n), "--n", "4", "--mini_batch_prompts", str(n),
+            "--val_bench", "", "--prompts_per_step", str(n), "--group_size", "4", "--mini_batch_prompts", str(n),
             "--max_turns", "4", "--max_response_len", str(resp), "--overlong_buffer", str(resp // 4),
             "--max_steps", "1", "--save_every", "0", "--dump_every", "0", "--out_dir", out,
             "--gpu_memory_utilization", "0.3"])  # vLLM, if any: beside the decode section's instance

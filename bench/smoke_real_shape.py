@@ -208,7 +208,7 @@ def phase_sod(d, shape):
     mark_sod_phases()
     record_checkpoints()
     train_sod.main(["--student", os.path.join(d, "sft"), "--teacher", os.path.join(d, "base"), "--data", "toy",
-                    "--val_bench", "", "--backend", "hf", "--prompts_per_step", "2", "--n", "2",
+                    "--val_bench", "", "--backend", "hf", "--prompts_per_step", "2", "--group_size", "2",
                     "--mini_batch_prompts", "2", "--max_turns", "3", "--max_response_len", "96",
                     "--overlong_buffer", "16", "--max_obs_chars", "256", "--tool_timeout", "10", "--lr", "1e-6",
                     "--max_steps", "1", "--save_every", "0", "--dump_every", "1", "--dump_episodes", "4",
