@@ -1,7 +1,7 @@
 """sandbox.py: run model-written Python in a fresh, isolated, disposable process per call, forked from a warm server.
 
     run_code("x = 2**100\\nx")  # ExecResult(status='ok', stdout='1267650600228229401496703205376\\n', stderr='', ...)
-    make_executor(None)           # callable(code, timeout): our pool; make_executor("http://host:8080"): SandboxFusion
+    make_executor(None)  # execute(code, timeout, echo): our pool; make_executor("http://h:8080"): SandboxFusion
     python sandbox.py --serve --port 8080   # SandboxFusion-compatible POST /run_code, bound to 127.0.0.1
 
 A script; a trailing bare expression is echoed (REPL-style); an exception is its traceback in stderr; each stream is
@@ -419,16 +419,18 @@ def from_fusion(resp, max_chars=MAX_CHARS):
 
 
 def make_executor(url=None, memory_mb=2048):
-    """callable(code, timeout) -> ExecResult: our pool for None / "local", else the SandboxFusion server at `url`."""
+    """execute(code, timeout=10.0, echo=True) -> ExecResult: our pool for None / "local", else the SandboxFusion server
+    at `url`. echo=False runs the code exactly as given (no echo of a trailing bare expression)."""
     if url in (None, "", "local"):
-        return lambda code, timeout=10.0: run_code(code, timeout, memory_mb)
+        return lambda code, timeout=10.0, echo=True: run_code(code, timeout, memory_mb, echo=echo)
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"sandbox: expected None, 'local' or an http(s):// SandboxFusion URL, got {url!r}")
     import requests
     endpoint = url.rstrip("/") + "/run_code"
 
-    def execute(code, timeout=10.0):
-        body = dict(code=with_echo(code), language="python", run_timeout=timeout, memory_limit_MB=memory_mb)
+    def execute(code, timeout=10.0, echo=True):
+        body = dict(code=with_echo(code) if echo else code, language="python", run_timeout=timeout,
+                    memory_limit_MB=memory_mb)
         try:
             resp = requests.post(endpoint, json=body, timeout=timeout + 30)
             if resp.status_code != 200:

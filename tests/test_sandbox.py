@@ -313,6 +313,8 @@ def test_client_against_server(server_url):
     execute = sandbox.make_executor(server_url)
     r = execute("x = 6 * 7\nx", 5.0)  # the client adds the echo the server does not do
     assert (r.status, r.stdout) == ("ok", "42\n")
+    r = execute("print('a')\nx = 6 * 7\nx", 5.0, echo=False)  # exactly as given: the bare `x` prints nothing
+    assert (r.status, r.stdout) == ("ok", "a\n")
     r = execute("import math\nmath.factorial(-1)", 5.0)
     assert r.status == "error" and "ValueError" in r.stderr
     assert execute("while True: pass", 0.5).status == "timeout"
@@ -327,5 +329,7 @@ def test_executor_failures_are_results():
     assert r.status == "killed" and "failed" in r.stderr
     assert sandbox.make_executor(None)("1 + 1", 5.0).stdout == "2\n"
     assert sandbox.make_executor("local")("1 + 2", 5.0).stdout == "3\n"
+    r = sandbox.make_executor(None)("print('a')\n1 + 2", 5.0, echo=False)
+    assert (r.status, r.stdout) == ("ok", "a\n")
     with pytest.raises(ValueError):
         sandbox.make_executor("sandbox.example:8080")
