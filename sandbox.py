@@ -31,7 +31,6 @@ import argparse
 import ast
 import atexit
 import builtins
-import collections
 import ctypes
 import gc
 import importlib
@@ -272,14 +271,15 @@ def _run_script(code, echo):
         return MEMORY_EXIT if isinstance(e, MemoryError) else 1
 
 
-def _sandbox(ctrl, view, uid, scratch):
-    """A waiting sandbox: enter the namespaces (or, in the fallback, a scratch dir and uid), wait for one request on
-    `ctrl`, run it, report its exit code, exit; never returns."""
-    rc = 1
+def _sandbox(srv, ctrl, view, uid, scratch):
+    """A waiting sandbox: enter the namespaces (or, in the fallback, a scratch dir and uid), take one call from the
+    listening socket `srv`, pass its connection and timeout to the server over `ctrl`, run it, answer, exit."""
+    rc, t0 = 1, time.monotonic()
     try:
         os.setsid()  # own process group, no terminal: kill(0, ...) reaches only this call's processes
-        os.closerange(3, ctrl.fileno())  # the server's sockets and the other calls' pipes stay out of reach
-        os.closerange(ctrl.fileno() + 1, 1 << 16)
+        keep = sorted((srv.fileno(), ctrl.fileno()))
+        for lo, hi in ((3, keep[0]), (keep[0] + 1, keep[1]), (keep[1] + 1, 1 << 16)):
+            os.closerange(lo, hi)  # the server's other sockets and the other calls' pipes stay out of reach
         if view is not None:
             _enter_sandbox(view)
         elif uid:
@@ -287,20 +287,24 @@ def _sandbox(ctrl, view, uid, scratch):
             os.setgid(uid)
             os.setuid(uid)
             _libc.prctl(4, 1, 0, 0, 0)
-        os.chdir(scratch or "/tmp")
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG (after the uid change, which clears it): the
+        os.chdir(scratch or "/tmp")  # fallback's sandboxes go with the server too
         os.environ.clear()
         os.environ.update(SANDBOX_ENV)
-        msg, fds, _, _ = socket.recv_fds(ctrl, 64, 3)
-        if len(fds) != 3:
-            os._exit(0)  # the server is gone
+        exec(compile_script("_ = repr([1, 'a'])\n_")[0], {})  # touch now the pages a call writes (copy-on-write)
+        conn = srv.accept()[0]
+        t0 = time.monotonic()
+        srv.close()
+        fds = socket.recv_fds(conn, 1024, 3)[1]
         req = json.loads(os.pread(fds[0], 1 << 30, 0))
+        socket.send_fds(ctrl, [str(req["timeout"]).encode()], [conn.fileno()])  # the server keeps the time
         stdin = os.memfd_create("stdin")
         os.write(stdin, req["stdin"].encode())
         os.lseek(stdin, 0, os.SEEK_SET)
         for target, fd in enumerate((stdin, fds[1], fds[2])):
             os.dup2(fd, target)
-        os.closerange(3, ctrl.fileno())
-        os.closerange(ctrl.fileno() + 1, 1 << 16)
+        for fd in (stdin, *fds):
+            os.close(fd)
         secs = int(req["timeout"]) + 1
         for res, lim in ((resource.RLIMIT_CPU, secs), (resource.RLIMIT_NPROC, NPROC), (resource.RLIMIT_CORE, 0),
                          (resource.RLIMIT_FSIZE, FSIZE_MB << 20), (resource.RLIMIT_NOFILE, NOFILE),
@@ -315,8 +319,9 @@ def _sandbox(ctrl, view, uid, scratch):
             stream.flush()
         except BaseException:
             pass
-    try:
-        ctrl.send(str(rc).encode())  # the result is out before this big process takes its time to exit
+    try:  # the answer goes out before this big process takes its time to exit
+        conn.send(json.dumps(dict(rc=rc, elapsed=time.monotonic() - t0)).encode())
+        ctrl.send(b"done")
     except BaseException:
         pass
     os._exit(rc)
@@ -325,31 +330,8 @@ def _sandbox(ctrl, view, uid, scratch):
 # -----------------------------------------------------------------------------
 # The fork server
 
-def _probe(dirs):
-    """Try the whole isolation in a throwaway child; returns why it is unavailable, or None."""
-    r, w = os.pipe()
-    if (pid := os.fork()) == 0:
-        try:
-            _isolate_server(dirs)
-            if (init := os.fork()) == 0:
-                try:
-                    _enter_sandbox(_scratch_dirs(dirs))
-                    os._exit(0 if os.getuid() == CODE_UID and not os.path.exists("/run/sandbox-probe") else 1)
-                except OSError as e:
-                    os.write(w, str(e).encode())
-                    os._exit(1)
-            os._exit(os.waitstatus_to_exitcode(os.waitpid(init, 0)[1]))
-        except OSError as e:
-            os.write(w, str(e).encode())
-            os._exit(1)
-    os.close(w)
-    code, why = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), os.read(r, 4096).decode()
-    os.close(r)
-    return None if code == 0 else why or f"probe exited with {code}"
-
-
 def fork_server(sock_dir):
-    """Pre-import, probe the kernel, then keep WARM sandboxes waiting and hand each connection to one of them."""
+    """Pre-import, probe the kernel, then keep WARM sandboxes waiting on the socket and watch the calls they take."""
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -358,32 +340,39 @@ def fork_server(sock_dir):
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     srv.bind(os.path.join(sock_dir, "socket"))
     srv.listen(1024)
-    dirs = _interpreter_dirs()
+    dirs, r, w = _interpreter_dirs(), *os.pipe()
     gc.freeze()  # the preloaded objects are never scanned in the children, so their pages stay shared
-    if why := _probe(dirs):
+    if (probe := os.fork()) == 0:  # try all of it in a throwaway child first: a refusal halfway is not undone
+        try:
+            _isolate_server(dirs)
+            if (init := os.fork()) == 0:
+                _enter_sandbox(_scratch_dirs(dirs))
+                os._exit(0)
+            os._exit(os.waitpid(init, 0)[1] and 1)
+        except OSError as e:
+            os.write(w, str(e).encode())
+            os._exit(1)
+    os.close(w)
+    why = os.waitpid(probe, 0)[1] and (os.read(r, 4096).decode() or "the probe failed")
+    if why:
         print(f"sandbox: no user namespace ({why}); falling back to rlimits and a process group: NOT isolated from "
               "the network, detached processes, this user's files. To enable: sysctl user.max_user_namespaces=15000 "
               "kernel.unprivileged_userns_clone=1 (Debian) kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu)",
               file=sys.stderr, flush=True)
-        view = None
     else:
         _isolate_server(dirs)
         if (server := os.fork()) != 0:  # the server is PID 1 of its namespace: all sandboxes die with it
             os._exit(max(0, os.waitstatus_to_exitcode(os.waitpid(server, 0)[1])))
         _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the pool killed the parent, so go too
-        view = _scratch_dirs(dirs)
     print("ready", "fallback" if why else "isolated", flush=True)
-    _serve(srv, view)
+    _serve(srv, None if why else _scratch_dirs(dirs))
 
 
 def _serve(srv, view):
-    """Event loop: accept a call, hand it to a warm sandbox, answer when its exit code (or its death, the timeout or
-    the client's cancel) comes; fork replacements whenever nothing else is waiting."""
-    own_pid_ns, warm, sel = view is not None and os.open("/proc/self/ns/pid", os.O_RDONLY), collections.deque(), \
-        selectors.DefaultSelector()
-    sel.register(srv, selectors.EVENT_READ, ("accept", None))
+    """Keep WARM sandboxes waiting; end each call at its timeout, the client's cancel or its sandbox's exit."""
+    sel, boxes, count = selectors.DefaultSelector(), {}, itertools.count()
+    own_pid_ns = view is not None and os.open("/proc/self/ns/pid", os.O_RDONLY)
     sel.register(0, selectors.EVENT_READ, ("stdin", None))
-    count = itertools.count()
 
     def spawn():
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -395,88 +384,70 @@ def _serve(srv, view):
             _unshare(NEWPID)  # the next child is init of a new PID namespace
         if (pid := os.fork()) == 0:
             ours.close()
-            _sandbox(theirs, view, uid, scratch)
+            _sandbox(srv, theirs, view, uid, scratch)
         if view is not None:
             _check(_libc.setns(own_pid_ns, NEWPID), "setns")
         theirs.close()
-        box = dict(pid=pid, pidfd=os.pidfd_open(pid), ctrl=ours, scratch=scratch, call=None)
+        box = boxes[pid] = dict(pid=pid, pidfd=os.pidfd_open(pid), ctrl=ours, scratch=scratch)
         sel.register(box["pidfd"], selectors.EVENT_READ, ("exit", box))
-        sel.register(ours, selectors.EVENT_READ, ("done", box))
-        return box
+        sel.register(ours, selectors.EVENT_READ, ("ctrl", box))
 
-    def finish(box, rc=None, why=None):
-        call, box["call"] = box["call"], None
-        if why:
-            kill(box)
-        sel.unregister(call["conn"])
+    def end(box, reap=False, **reply):
+        """Kill what is left of the call (init of its PID namespace takes all with it; in the fallback, its process
+        group), reap it if it has exited, and answer if there is an answer; the client takes the first one."""
         try:
-            call["conn"].recv(64, socket.MSG_DONTWAIT)  # a cancel left unread would reset the connection at close
-        except BlockingIOError:
-            pass
-        try:
-            call["conn"].send(json.dumps(dict(rc=rc, why=why, elapsed=time.monotonic() - call["t0"])).encode())
-        except OSError:
-            pass
-        call["conn"].close()
-
-    def kill(box):
-        try:
-            os.killpg(box["pid"], signal.SIGKILL)  # init of its PID namespace: everything goes with it
+            os.killpg(box["pid"], signal.SIGKILL)  # before the reaping: the group id cannot be reused yet
         except ProcessLookupError:
             pass
+        if reap:
+            reply = dict(rc=os.waitstatus_to_exitcode(os.waitpid(box["pid"], 0)[1]))
+        if conn := box.pop("conn", None):
+            sel.unregister(conn)
+            try:
+                conn.recv(64, socket.MSG_DONTWAIT)  # data left unread would reset the connection at close
+            except OSError:
+                pass
+            try:
+                conn.send(json.dumps(dict(reply, elapsed=time.monotonic() - box["t0"])).encode()) if reply else None
+            except OSError:
+                pass
+            conn.close()
 
-    calls = {}
     while True:
-        now = time.monotonic()
-        wait = min((c["deadline"] - now for c in calls.values()), default=None)
-        events = sel.select(0 if len(warm) < WARM else wait if wait is None else max(wait, 0))
-        if not events and len(warm) < WARM:
-            warm.append(spawn())
+        busy, warm = [b for b in boxes.values() if "conn" in b], sum("t0" not in b for b in boxes.values())
+        wait = max(0.0, min((b["deadline"] for b in busy), default=time.monotonic() + 3600) - time.monotonic())
+        events = sel.select(0 if warm < WARM else wait)
+        if not events and warm < WARM:
+            spawn()
         for key, _ in events:
             what, box = key.data
             if what == "stdin" and not os.read(0, 1):
                 return  # the client process is gone
-            if what == "accept":
-                conn = srv.accept()[0]
-                try:
-                    msg, fds, _, _ = socket.recv_fds(conn, 1024, 3)
-                    timeout = float(json.loads(msg)["timeout"])
-                    box = warm.popleft() if warm else spawn()
-                    socket.send_fds(box["ctrl"], [b"run"], fds)
-                except (OSError, ValueError, KeyError):
-                    conn.close()
-                    continue
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                box["call"] = calls[box["pid"]] = dict(conn=conn, t0=time.monotonic(), box=box,
-                                                       deadline=time.monotonic() + timeout)
-                sel.register(conn, selectors.EVENT_READ, ("cancel", box))
-            elif what == "cancel" and box["call"]:
-                calls.pop(box["pid"])
-                finish(box, why="cancelled")
-            elif what == "done" and box["call"]:
-                rc = box["ctrl"].recv(64)
-                if rc:
-                    calls.pop(box["pid"])
-                    finish(box, rc=int(rc))
+            if what == "ctrl":
+                msg, fds, _, _ = socket.recv_fds(box["ctrl"], 64, 1)
+                if fds:  # it took a call
+                    box.update(conn=socket.socket(fileno=fds[0]), t0=time.monotonic(),
+                               deadline=time.monotonic() + float(msg))
+                    sel.register(box["conn"], selectors.EVENT_READ, ("cancel", box))
+                elif msg:  # it answered (or the code forged this: then the client gets no answer, nothing runs on)
+                    end(box)
+                else:  # it has exited: its pidfd says how
+                    sel.unregister(box["ctrl"])
+            elif what == "cancel":
+                end(box, why="cancelled")
             elif what == "exit":
-                kill(box)  # what is left of its process group (the fallback has no PID namespace to end it)
-                rc = os.waitstatus_to_exitcode(os.waitpid(box["pid"], 0)[1])
-                if box["call"]:
-                    calls.pop(box["pid"])
-                    finish(box, rc=rc)
-                if box in warm:
-                    warm.remove(box)
-                for fd in (box["pidfd"], box["ctrl"]):
-                    sel.unregister(fd)
-                    os.close(fd) if isinstance(fd, int) else fd.close()
+                end(box, reap=True)
+                del boxes[box["pid"]]
+                sel.unregister(box["pidfd"])
+                os.close(box["pidfd"])
+                if box["ctrl"] in sel.get_map():
+                    sel.unregister(box["ctrl"])
+                box["ctrl"].close()
                 if box["scratch"]:
                     shutil.rmtree(box["scratch"], ignore_errors=True)
-        for pid, call in list(calls.items()):
-            if time.monotonic() >= call["deadline"]:
-                del calls[pid]
-                finish(call["box"], why="timeout")
+        for box in busy:
+            if "conn" in box and time.monotonic() >= box["deadline"]:
+                end(box, why="timeout")
 
 
 # -----------------------------------------------------------------------------
@@ -518,14 +489,15 @@ class Pool:
                     raise
 
     def _run(self, req):
-        """Hand the request and our pipes' write ends to the server; read the output here until the answer."""
+        """Hand the request and our pipes' write ends to a waiting sandbox; read the output here until the answer."""
         request, (out_r, out_w), (err_r, err_w) = os.memfd_create("request"), os.pipe(), os.pipe()
         os.write(request, json.dumps(req).encode())
-        out, why = {out_r: bytearray(), err_r: bytearray()}, None
+        out, flood = {out_r: bytearray(), err_r: bytearray()}, False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                s.settimeout(req["timeout"] + 30)
                 s.connect(self.socket_path())
-                socket.send_fds(s, [json.dumps(dict(timeout=req["timeout"])).encode()], [request, out_w, err_w])
+                socket.send_fds(s, [b"run"], [request, out_w, err_w])
                 for fd in (request, out_w, err_w):
                     os.close(fd)
                 request = out_w = err_w = None
@@ -538,11 +510,11 @@ class Pool:
                             out[fd] += chunk
                         else:
                             wait.remove(fd)
-                    if len(out[out_r]) + len(out[err_r]) > HARD_OUTPUT_BYTES and not why:
-                        why = "flood"
-                        s.send(b"kill")
+                    if len(out[out_r]) + len(out[err_r]) > HARD_OUTPUT_BYTES and not flood:
+                        flood = True
+                        s.shutdown(socket.SHUT_WR)  # the server sees it and ends the call
                 reply = json.loads(s.recv(4096) or b"{}")
-            for fd in out:  # what was written before the exit code came; children still running are not waited for
+            for fd in out:  # what was written before the answer; children still running are not waited for
                 os.set_blocking(fd, False)
                 while len(out[fd]) <= HARD_OUTPUT_BYTES and (chunk := _read_some(fd)):
                     out[fd] += chunk
@@ -550,7 +522,7 @@ class Pool:
             for fd in (request, out_w, err_w, out_r, err_r):
                 if fd is not None:
                     os.close(fd)
-        return _result(reply, why, req, out[out_r], out[err_r])
+        return _result(reply, "flood" if flood else None, req, out[out_r], out[err_r])
 
 
 def _read_some(fd):
