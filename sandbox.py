@@ -71,6 +71,7 @@ MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
 MOUNT_OPTS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
               "nodiratime": 2048, "relatime": MS_RELATIME}
 HIDDEN_TOPS = ("/tmp/", "/dev/shm/", "/run/")  # covered in every sandbox (/run: the user's and the system's sockets)
+PARK = "/run/.sandbox/{}"  # where the interpreter's dirs wait to be bound back
 
 
 @dataclass
@@ -134,11 +135,8 @@ def _unshare(flags):
 
 
 def _write(path, text):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _interpreter_dirs():
@@ -161,13 +159,9 @@ def _closed(d):
                 None)
 
 
-def _park(i):
-    return f"/run/.sandbox/{i}"
-
-
 def _scratch_dirs(dirs):
     """(park, dir) for the interpreter dirs that each sandbox binds back into its fresh /tmp or /dev/shm."""
-    return [(_park(i), d) for i, d in enumerate(dirs) if d.startswith(("/tmp/", "/dev/shm/"))]
+    return [(PARK.format(i), d) for i, d in enumerate(dirs) if d.startswith(("/tmp/", "/dev/shm/"))]
 
 
 def _isolate_server(dirs):
@@ -212,15 +206,15 @@ def _isolate_server(dirs):
     covers = ["/run", *dict.fromkeys(t for t in closed if t)]
     _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     for i, fd in enumerate(fds):
-        os.makedirs(_park(i))
-        _mount(f"/proc/self/fd/{fd}", _park(i), None, MS_BIND | MS_REC)
+        os.makedirs(PARK.format(i))
+        _mount(f"/proc/self/fd/{fd}", PARK.format(i), None, MS_BIND | MS_REC)
         os.close(fd)
     for top in covers[1:]:
         _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     for i, d in enumerate(dirs):
         if not d.startswith(("/tmp/", "/dev/shm/")):
             os.makedirs(d, exist_ok=True)
-            _mount(_park(i), d, None, MS_BIND | MS_REC)
+            _mount(PARK.format(i), d, None, MS_BIND | MS_REC)
     for top in covers:
         _mount(None, top, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: a changed uid made /proc/self root-owned; give it back
@@ -516,20 +510,16 @@ class Pool:
                 reply = json.loads(s.recv(4096) or b"{}")
             for fd in out:  # what was written before the answer; children still running are not waited for
                 os.set_blocking(fd, False)
-                while len(out[fd]) <= HARD_OUTPUT_BYTES and (chunk := _read_some(fd)):
-                    out[fd] += chunk
+                try:
+                    while len(out[fd]) <= HARD_OUTPUT_BYTES and (chunk := os.read(fd, 1 << 16)):
+                        out[fd] += chunk
+                except BlockingIOError:
+                    pass
         finally:
             for fd in (request, out_w, err_w, out_r, err_r):
                 if fd is not None:
                     os.close(fd)
         return _result(reply, "flood" if flood else None, req, out[out_r], out[err_r])
-
-
-def _read_some(fd):
-    try:
-        return os.read(fd, 1 << 16)
-    except BlockingIOError:
-        return b""
 
 
 def _result(reply, why, req, stdout, stderr):
