@@ -478,7 +478,8 @@ class Pool:
         for attempt in range(2):
             try:
                 return self._run(req)
-            except (ConnectionRefusedError, FileNotFoundError):  # the server died: the next try restarts it
+            except (ConnectionRefusedError, ConnectionResetError, FileNotFoundError):  # the server died (the next
+                # try restarts it) or a sandbox did; a call is stateless, so running it anew is safe
                 if attempt == 1:
                     raise
 
