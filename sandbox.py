@@ -415,6 +415,8 @@ def _serve(srv, view):
             spawn()
         for key, _ in events:
             what, box = key.data
+            if box and box["pid"] not in boxes:
+                continue  # it exited earlier in this batch
             if what == "stdin" and not os.read(0, 1):
                 return  # the client process is gone
             if what == "ctrl":
