@@ -1,26 +1,31 @@
 """sandbox.py: run model-written Python in a fresh, isolated, disposable process per call, forked from a warm server.
 
     run_code("x = 2**100\\nx")  # ExecResult(status='ok', stdout='1267650600228229401496703205376\\n', stderr='', ...)
-    make_executor(None)           # callable(code, timeout): our pool; make_executor("http://host:8080"): SandboxFusion
+    make_executor(None)  # execute(code, timeout, echo): our pool; make_executor("http://h:8080"): SandboxFusion
     python sandbox.py --serve --port 8080   # SandboxFusion-compatible POST /run_code, bound to 127.0.0.1
 
 A script; a trailing bare expression is echoed (REPL-style); an exception is its traceback in stderr; each stream is
 cut to `max_chars` around a marker. status: ok | error | timeout | memory | killed (signal, output flood, fault).
 Every failure is an ExecResult. The first call starts a fork server (this file, no torch, numpy and sympy
-pre-imported); per call it forks a supervisor that unshares PID, network, mount and IPC namespaces and forks the
-namespace's init, which sets up the filesystem view and forks the process that runs the code.
+pre-imported) that keeps WARM sandboxes forked and waiting inside their namespaces; a call hands its code and the
+ends of its output pipes to one of them and the server forks a replacement while the code runs.
 
-Isolated on Linux >= 5.3 as root with CAP_SYS_ADMIN (a probe checks at start): network (an empty namespace per
-call: nothing reachable, host loopback included); processes (a PID namespace per call: when the code's process ends
-or time is up the kernel kills all that is left, setsid daemons too; the code sees only its own processes and runs
-as a per-call uid, so it cannot signal the caller, the pool or another call); files (every mount read-only, fresh
-tmpfs at /tmp = cwd = HOME and /dev/shm that vanish with the call; a root-only directory holding the interpreter,
-e.g. /root, is covered by an empty tmpfs with the interpreter's directories bound back read-only so imports work);
-environment (SANDBOX_ENV only); limits (CPU, wall time, address space, 64 processes, 16 MiB per file, output).
-Not isolated: the kernel (no seccomp), reading world-readable host files, CPU/memory bandwidth (no cgroups).
-Without namespaces (not root, or no CAP_SYS_ADMIN as under Docker's default profile) the pool prints one line and
-runs the code in a process group with rlimits and a temp cwd: the network is open, setsid daemons can outlive the
-call, and a non-root caller's own files and processes are exposed (as root the code still gets a per-call uid).
+The same path for root and for any user (Linux >= 5.14 that allows unprivileged user namespaces; a probe checks at
+start). The server enters a user namespace (the caller is root inside it; a root caller is mapped to the host uid
+HOST_UID, which owns no file) and makes every mount read-only and private once. Each sandbox then gets new mount,
+network, IPC and PID namespaces and a user namespace of its own, where the code runs as CODE_UID, without
+capabilities and under locked mounts, so nothing can be remounted writable. Isolated: network (an empty namespace per
+call: nothing reachable, host loopback included); processes (the code is PID 1 of its own PID namespace: when it ends
+or time is up the kernel kills all that is left, setsid daemons too; it sees only its own processes and cannot
+signal the caller, the pool or another call; as an init it ignores signals it has no handler for); files (all
+read-only, fresh tmpfs at /tmp = cwd = HOME and /dev/shm that vanish with the call, /run and every directory that
+not all users may enter, e.g. /root or a 0750 home, covered by an empty tmpfs, with the interpreter's directories
+bound back read-only wherever they live, /tmp included); environment (SANDBOX_ENV only); limits (CPU, wall time,
+address space, 64 processes per call, 16 MiB per file, output). Not isolated: the kernel (no seccomp), reading
+world-readable host files, the caller's supplementary groups (a non-root caller cannot drop them), CPU/memory
+bandwidth (no cgroups). Where the kernel refuses user namespaces the pool prints one line and runs the code in a
+process group with rlimits and a temp cwd: the network is open, setsid daemons can outlive the call, and a non-root
+caller's own files and processes are exposed (as root the code still gets a per-call uid).
 """
 import argparse
 import ast
@@ -29,11 +34,13 @@ import builtins
 import ctypes
 import gc
 import importlib
+import itertools
 import json
 import linecache
 import os
 import resource
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -50,14 +57,21 @@ MAX_CHARS = 4096  # per stream, what the model sees
 HARD_OUTPUT_BYTES = 4 << 20  # more output is a flood: kill now rather than at the timeout
 PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "heapq", "bisect",
            "random", "re", "string", "statistics", "json", "datetime", "numpy", "sympy")  # imported once, shared
-UID_BASE = 200000  # code runs as UID_BASE + supervisor pid: unique among live calls
+WARM = 4  # sandboxes kept forked and waiting: a call finds one ready
+HOST_UID = 200000  # a root caller's sandboxes run as this host uid; the fallback as root: one above it per call
+CODE_UID = 1000  # the code's uid inside its own user namespace (not root: no capabilities)
 NPROC, FSIZE_MB, NOFILE, SCRATCH_MB = 64, 16, 256, 64
 MEMORY_EXIT = 99  # exit code of the code's process after a MemoryError
 SCRIPT = "<code>"  # file name in tracebacks
 SANDBOX_ENV = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp",
                "TMPDIR": "/tmp", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-NEW_NS = 0x20000 | 0x8000000 | 0x20000000 | 0x40000000  # CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+NEWNS, NEWUSER, NEWPID, NEWNET, NEWIPC = 0x20000, 0x10000000, 0x20000000, 0x40000000, 0x8000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
+MOUNT_OPTS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
+              "nodiratime": 2048, "relatime": MS_RELATIME}
+HIDDEN_TOPS = ("/tmp/", "/dev/shm/", "/run/")  # covered in every sandbox (/run: the user's and the system's sockets)
+PARK = "/run/.sandbox/{}"  # where the interpreter's dirs wait to be bound back
 
 
 @dataclass
@@ -99,12 +113,8 @@ def with_echo(code):
     return (raw[:a] + b"print(repr(_v)) if (_v := (" + raw[a:b] + b")) is not None else None" + raw[b:]).decode()
 
 
-def _recv_all(sock):
-    return b"".join(iter(lambda: sock.recv(1 << 16), b""))
-
-
 # -----------------------------------------------------------------------------
-# Inside the sandbox
+# Namespaces
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -120,40 +130,118 @@ def _mount(src, dst, fstype=None, flags=0, data=None):
     _check(_libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
 
 
-def _hidden_python_dirs():
-    """(root-only ancestor, dir) for each interpreter dir an unprivileged uid cannot reach (e.g. under /root)."""
-    dirs, out = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *sys.path) if os.path.isdir(p)}), []
-    for d in dirs:  # sorted: a parent comes first and covers its children
-        parts = d.split(os.sep)
-        tops = [os.sep.join(parts[:i]) for i in range(2, len(parts))]
-        top = next((t for t in tops if not os.stat(t).st_mode & 0o001), None)
-        if top and not any(d == o or d.startswith(o + os.sep) for _, o in out):
-            out.append((top, d))
+def _unshare(flags):
+    _check(_libc.unshare(flags), "unshare")
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _interpreter_dirs():
+    """The interpreter's dirs that the sandbox's view would hide: under HIDDEN_TOPS or below a directory that not
+    everyone may enter (e.g. /root, a 0750 home, a 0700 temp dir)."""
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path)
+            if os.path.isdir(p)}
+    out = []
+    for d in sorted(dirs):  # a parent comes first and brings its children along
+        if (d.startswith(HIDDEN_TOPS) or _closed(d)) and not any(
+                d == o or d.startswith(o + os.sep) for o in out):
+            out.append(d)
     return out
 
 
-def _private_fs(hidden):
-    """In the call's mount namespace: all read-only but fresh tmpfs at /tmp and /dev/shm, the interpreter, own /proc."""
-    for line in open("/proc/self/mountinfo").read().splitlines():
+def _closed(d):
+    """The topmost directory on the way to `d` (itself included) that not everyone may enter, or None."""
+    parts = d.split(os.sep)
+    return next((t for t in (os.sep.join(parts[:i]) for i in range(2, len(parts) + 1)) if not os.stat(t).st_mode & 1),
+                None)
+
+
+def _scratch_dirs(dirs):
+    """(park, dir) for the interpreter dirs that each sandbox binds back into its fresh /tmp or /dev/shm."""
+    return [(PARK.format(i), d) for i, d in enumerate(dirs) if d.startswith(("/tmp/", "/dev/shm/"))]
+
+
+def _isolate_server(dirs):
+    """Move this process into new user, mount and PID namespaces (its next child is their init) and prepare the view
+    that all sandboxes share: every mount read-only and private, /run and each directory not everyone may enter above
+    the interpreter covered by an empty read-only tmpfs, the interpreter's dirs bound back (and parked in /run for
+    the sandboxes' /tmp). A root caller becomes HOST_UID; a helper outside the new namespace writes the maps, as
+    only there may root map another uid."""
+    uid, gid = (os.getuid(), os.getgid()) if os.getuid() else (HOST_UID, HOST_UID)
+    if os.getuid() == 0:
+        os.setgroups([])
+    r, w = os.pipe()
+    if (helper := os.fork()) == 0:
+        ok = os.read(r, 1) == b"1"
         try:
-            _mount(None, line.split()[4].replace("\\040", " "), None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                _write(f"/proc/{os.getppid()}/{name}", text)
         except OSError:
-            pass  # a mount the kernel will not remount (hidden under another, or special)
+            ok = False
+        os._exit(0 if ok else 1)
+    try:
+        _unshare(NEWUSER | NEWNS | NEWPID)
+    finally:
+        os.write(w, b"1" if sys.exc_info()[0] is None else b"0")
+        ok = os.waitpid(helper, 0)[1] == 0
+    if not ok:
+        raise OSError("writing the user namespace's uid map failed")
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)  # no mount made here propagates to the host
+    for line in open("/proc/self/mountinfo").read().splitlines():
+        point, opts = line.split()[4].replace("\\040", " "), line.split()[5].split(",")
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | sum(MOUNT_OPTS.get(o, 0) for o in set(opts) - {"ro"})
+        flags |= 0 if {"relatime", "noatime"} & set(opts) else MS_STRICTATIME  # a locked atime flag must stay
+        try:
+            _mount(None, point, None, flags)
+        except OSError:
+            if not os.statvfs(point).f_flag & os.ST_RDONLY:  # else hidden under another mount, or already ro
+                raise
+    fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in dirs]  # reachable now, maybe not as the new uid
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)  # from here on files are created as a uid this namespace maps
+    closed = [_closed(d) for d in dirs if not d.startswith(HIDDEN_TOPS)]
+    covers = ["/run", *dict.fromkeys(t for t in closed if t)]
+    _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for i, fd in enumerate(fds):
+        os.makedirs(PARK.format(i))
+        _mount(f"/proc/self/fd/{fd}", PARK.format(i), None, MS_BIND | MS_REC)
+        os.close(fd)
+    for top in covers[1:]:
+        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for i, d in enumerate(dirs):
+        if not d.startswith(("/tmp/", "/dev/shm/")):
+            os.makedirs(d, exist_ok=True)
+            _mount(PARK.format(i), d, None, MS_BIND | MS_REC)
+    for top in covers:
+        _mount(None, top, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: a changed uid made /proc/self root-owned; give it back
+
+
+def _enter_sandbox(scratch_dirs):
+    """In a fresh fork that is PID 1 of a new PID namespace: new mount, network and IPC namespaces, its /proc,
+    scratch tmpfs at /tmp and /dev/shm (interpreter dirs there bound back), then a user namespace of its own (which
+    locks every mount) as CODE_UID, with no capability left."""
+    _unshare(NEWNS | NEWNET | NEWIPC)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # lists only this namespace's processes
     for path in ("/tmp", "/dev/shm"):
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_MB}m,mode=1777")
-    for i, (_, d) in enumerate(hidden):  # park the interpreter's dirs, cover the root-only ancestor, bind them back
-        os.mkdir(f"/tmp/.py{i}")
-        _mount(d, f"/tmp/.py{i}", None, MS_BIND | MS_REC)
-    for top in dict.fromkeys(t for t, _ in hidden):
-        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    for i, (_, d) in enumerate(hidden):
+    for park, d in scratch_dirs:
         os.makedirs(d, exist_ok=True)
-        _mount(f"/tmp/.py{i}", d, None, MS_BIND | MS_REC)
-        _mount(None, d, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-        _check(_libc.umount2(f"/tmp/.py{i}".encode(), 2), "umount")  # 2 = MNT_DETACH
-        os.rmdir(f"/tmp/.py{i}")
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)  # lists only this namespace's processes
+        _mount(park, d, None, MS_BIND | MS_REC)
+    _unshare(NEWUSER | NEWNS)
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{CODE_UID} 0 1"), ("gid_map", f"{CODE_UID} 0 1")):
+        _write(f"/proc/self/{name}", text)
+    _mount(None, "/proc", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME)
+    os.setresgid(CODE_UID, CODE_UID, CODE_UID)
+    os.setresuid(CODE_UID, CODE_UID, CODE_UID)
+    _libc.prctl(4, 1, 0, 0, 0)
 
+
+# -----------------------------------------------------------------------------
+# Inside the sandbox
 
 def _run_script(code, echo):
     """Execute `code` as __main__; returns the exit code. Tracebacks show only the code's own frames and lines."""
@@ -177,29 +265,40 @@ def _run_script(code, echo):
         return MEMORY_EXIT if isinstance(e, MemoryError) else 1
 
 
-def _child(req, fds, isolate, hidden, uid, scratch):
-    """Become the sandbox (stdio, filesystem view, uid, env, limits), run the code, exit; never returns."""
-    rc = 1
+def _sandbox(srv, ctrl, view, uid, scratch):
+    """A waiting sandbox: enter the namespaces (or, in the fallback, a scratch dir and uid), take one call from the
+    listening socket `srv`, pass its connection and timeout to the server over `ctrl`, run it, answer, exit."""
+    rc, t0 = 1, time.monotonic()
     try:
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        os.closerange(3, 1 << 16)  # the client connection and the server socket stay out of reach
-        if isolate:
-            _private_fs(hidden)
-            os.chdir("/tmp")
-            if runner := os.fork():  # we are PID 1: when we exit, the kernel kills all that is left in the namespace
-                code = os.waitstatus_to_exitcode(os.waitpid(runner, 0)[1])
-                os._exit(code if code >= 0 else 128 - code)
-        else:
-            os.setsid()
-            os.chdir(scratch)
-        if os.getuid() == 0:
+        os.setsid()  # own process group, no terminal: kill(0, ...) reaches only this call's processes
+        keep = sorted((srv.fileno(), ctrl.fileno()))
+        for lo, hi in ((3, keep[0]), (keep[0] + 1, keep[1]), (keep[1] + 1, 1 << 16)):
+            os.closerange(lo, hi)  # the server's other sockets and the other calls' pipes stay out of reach
+        if view is not None:
+            _enter_sandbox(view)
+        elif uid:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: the uid change made /proc/self root-owned; give it back
+            _libc.prctl(4, 1, 0, 0, 0)
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG (after the uid change, which clears it): the
+        os.chdir(scratch or "/tmp")  # fallback's sandboxes go with the server too
         os.environ.clear()
         os.environ.update(SANDBOX_ENV)
+        exec(compile_script("_ = repr([1, 'a'])\n_")[0], {})  # touch now the pages a call writes (copy-on-write)
+        conn = srv.accept()[0]
+        t0 = time.monotonic()
+        srv.close()
+        fds = socket.recv_fds(conn, 1024, 3)[1]
+        req = json.loads(os.pread(fds[0], 1 << 30, 0))
+        socket.send_fds(ctrl, [str(req["timeout"]).encode()], [conn.fileno()])  # the server keeps the time
+        stdin = os.memfd_create("stdin")
+        os.write(stdin, req["stdin"].encode())
+        os.lseek(stdin, 0, os.SEEK_SET)
+        for target, fd in enumerate((stdin, fds[1], fds[2])):
+            os.dup2(fd, target)
+        for fd in (stdin, *fds):
+            os.close(fd)
         secs = int(req["timeout"]) + 1
         for res, lim in ((resource.RLIMIT_CPU, secs), (resource.RLIMIT_NPROC, NPROC), (resource.RLIMIT_CORE, 0),
                          (resource.RLIMIT_FSIZE, FSIZE_MB << 20), (resource.RLIMIT_NOFILE, NOFILE),
@@ -214,127 +313,137 @@ def _child(req, fds, isolate, hidden, uid, scratch):
             stream.flush()
         except BaseException:
             pass
+    try:  # the answer goes out before this big process takes its time to exit
+        conn.send(json.dumps(dict(rc=rc, elapsed=time.monotonic() - t0)).encode())
+        ctrl.send(b"done")
+    except BaseException:
+        pass
     os._exit(rc)
 
 
 # -----------------------------------------------------------------------------
-# The supervisor: one per call, forked by the fork server
-
-def _kill_all(pid, isolate):
-    """Kill the call's processes: init of its PID namespace takes everything with it; else its process group."""
-    try:
-        os.kill(pid, signal.SIGKILL) if isolate else os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _execute(req, isolate, hidden):
-    """Run one request in a fresh sandbox; returns the ExecResult fields as a dict."""
-    uid, scratch, stdin = UID_BASE + os.getpid(), None, os.memfd_create("stdin")
-    os.write(stdin, req["stdin"].encode())
-    os.lseek(stdin, 0, os.SEEK_SET)
-    (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
-    if isolate:
-        _check(_libc.unshare(NEW_NS), "unshare")
-        _mount("none", "/", None, MS_REC | MS_PRIVATE)  # no mount made for this call propagates to the host
-    else:
-        scratch = tempfile.mkdtemp(prefix="sandbox-run-")
-        if os.getuid() == 0:
-            os.chown(scratch, uid, uid)
-    t0 = time.monotonic()
-    if (pid := os.fork()) == 0:
-        _child(req, (stdin, out_w, err_w), isolate, hidden, uid, scratch)
-    for fd in (stdin, out_w, err_w):
-        os.close(fd)
-    pidfd, out, why, ended = os.pidfd_open(pid), {out_r: bytearray(), err_r: bytearray()}, None, None
-    wait, deadline = [out_r, err_r, pidfd], t0 + req["timeout"]
-    while wait:
-        left = deadline - time.monotonic()
-        ready = select.select(wait, [], [], left)[0] if left > 0 else []
-        if not ready and ended:
-            break  # ended or killed, yet something still holds a pipe (fallback mode only): stop reading
-        if not ready or (len(out[out_r]) + len(out[err_r]) > HARD_OUTPUT_BYTES and not why):
-            why, ended, deadline = "timeout" if not ready else "flood", time.monotonic(), time.monotonic() + 1.0
-            _kill_all(pid, isolate)
-        for fd in ready:
-            if fd == pidfd:
-                wait.remove(fd)
-                ended, deadline = ended or time.monotonic(), min(deadline, time.monotonic() + 1.0)
-                if not isolate:  # the rest of its process group goes with it
-                    _kill_all(pid, isolate)
-            elif chunk := os.read(fd, 1 << 16):
-                out[fd] += chunk
-            else:
-                wait.remove(fd)
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
-    sig = -code if code < 0 else code - 128 if code > 128 else 0
-    if why == "timeout" or sig == signal.SIGXCPU:
-        status, note = "timeout", f"time limit of {req['timeout']:g} s exceeded"
-    elif why or sig:
-        status, note = "killed", f"output over {HARD_OUTPUT_BYTES} bytes" if why else f"killed by signal {sig}"
-    else:
-        status, note = "ok" if code == 0 else "memory" if code == MEMORY_EXIT else "error", ""
-    stdout, stderr = (truncate(out[fd].decode(errors="replace"), req["max_chars"]) for fd in (out_r, err_r))
-    return dict(status=status, stdout=stdout, stderr=stderr + (f"[sandbox: {note}]\n" if note else ""),
-                elapsed_s=round((ended or time.monotonic()) - t0, 6))
-
-
-def _supervise(conn, isolate, hidden):
-    """In a fresh fork of the server: read one request from `conn`, run it, send the result back, exit."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    try:
-        res = _execute(json.loads(_recv_all(conn)), isolate, hidden)
-    except Exception as e:
-        res = dict(status="killed", stdout="", stderr=f"sandbox: supervisor failed: {e!r}\n", elapsed_s=0.0)
-    conn.sendall(json.dumps(res).encode())
-    os._exit(0)
-
-
-def _probe(hidden):
-    """Run one snippet fully isolated in a throwaway supervisor; returns why isolation is unavailable, or None."""
-    if os.geteuid() != 0:
-        return "not running as root"
-    ours, theirs = socket.socketpair()
-    if (pid := os.fork()) == 0:
-        _supervise(theirs, True, hidden)
-    theirs.close()
-    ours.sendall(json.dumps(dict(code="import os; os.getuid()", timeout=10.0, memory_mb=1024, stdin="", echo=True,
-                                 max_chars=MAX_CHARS)).encode())
-    ours.shutdown(socket.SHUT_WR)
-    res = json.loads(_recv_all(ours))
-    os.waitpid(pid, 0)
-    ok = res["status"] == "ok" and res["stdout"].strip() not in ("", "0")  # ran, and not as root
-    return None if ok else (res["stderr"] or "probe failed").strip().splitlines()[-1]
-
+# The fork server
 
 def fork_server(sock_dir):
-    """Pre-import, probe the kernel, then fork one supervisor per connection until the client process goes away."""
+    """Pre-import, probe the kernel, then keep WARM sandboxes waiting on the socket and watch the calls they take."""
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
-    hidden = _hidden_python_dirs()
-    gc.freeze()  # the preloaded objects are never scanned in the children, so their pages stay shared
-    if why := _probe(hidden):
-        exposed = "the network" + ("" if os.geteuid() == 0 else ", this user's files and processes")
-        print(f"sandbox: no namespaces ({why}); falling back to rlimits and a process group: NOT isolated from "
-              f"{exposed}", file=sys.stderr, flush=True)
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     srv.bind(os.path.join(sock_dir, "socket"))
     srv.listen(1024)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished supervisors
+    dirs, r, w = _interpreter_dirs(), *os.pipe()
+    gc.freeze()  # the preloaded objects are never scanned in the children, so their pages stay shared
+    if (probe := os.fork()) == 0:  # try all of it in a throwaway child first: a refusal halfway is not undone
+        try:
+            _isolate_server(dirs)
+            if (init := os.fork()) == 0:
+                _enter_sandbox(_scratch_dirs(dirs))
+                os._exit(0)
+            os._exit(os.waitpid(init, 0)[1] and 1)
+        except OSError as e:
+            os.write(w, str(e).encode())
+            os._exit(1)
+    os.close(w)
+    why = os.waitpid(probe, 0)[1] and (os.read(r, 4096).decode() or "the probe failed")
+    if why:
+        print(f"sandbox: no user namespace ({why}); falling back to rlimits and a process group: NOT isolated from "
+              "the network, detached processes, this user's files. To enable: sysctl user.max_user_namespaces=15000 "
+              "kernel.unprivileged_userns_clone=1 (Debian) kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu)",
+              file=sys.stderr, flush=True)
+    else:
+        _isolate_server(dirs)
+        if (server := os.fork()) != 0:  # the server is PID 1 of its namespace: all sandboxes die with it
+            os._exit(max(0, os.waitstatus_to_exitcode(os.waitpid(server, 0)[1])))
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the pool killed the parent, so go too
     print("ready", "fallback" if why else "isolated", flush=True)
+    _serve(srv, None if why else _scratch_dirs(dirs))
+
+
+def _serve(srv, view):
+    """Keep WARM sandboxes waiting; end each call at its timeout, the client's cancel or its sandbox's exit."""
+    sel, boxes, count = selectors.DefaultSelector(), {}, itertools.count()
+    own_pid_ns = view is not None and os.open("/proc/self/ns/pid", os.O_RDONLY)
+    sel.register(0, selectors.EVENT_READ, ("stdin", None))
+
+    def spawn():
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        scratch, uid = None if view is not None else tempfile.mkdtemp(prefix="sandbox-run-"), 0
+        if scratch and os.getuid() == 0:  # a uid of its own: the calls cannot signal one another
+            uid = HOST_UID + 1 + next(count) % 100000
+            os.chown(scratch, uid, uid)
+        if view is not None:
+            _unshare(NEWPID)  # the next child is init of a new PID namespace
+        if (pid := os.fork()) == 0:
+            ours.close()
+            _sandbox(srv, theirs, view, uid, scratch)
+        if view is not None:
+            _check(_libc.setns(own_pid_ns, NEWPID), "setns")
+        theirs.close()
+        box = boxes[pid] = dict(pid=pid, pidfd=os.pidfd_open(pid), ctrl=ours, scratch=scratch)
+        sel.register(box["pidfd"], selectors.EVENT_READ, ("exit", box))
+        sel.register(ours, selectors.EVENT_READ, ("ctrl", box))
+
+    def end(box, reap=False, **reply):
+        """Kill what is left of the call (init of its PID namespace takes all with it; in the fallback, its process
+        group), reap it if it has exited, and answer if there is an answer; the client takes the first one."""
+        try:
+            os.killpg(box["pid"], signal.SIGKILL)  # before the reaping: the group id cannot be reused yet
+        except ProcessLookupError:
+            pass
+        if reap:
+            reply = dict(rc=os.waitstatus_to_exitcode(os.waitpid(box["pid"], 0)[1]))
+        if conn := box.pop("conn", None):
+            sel.unregister(conn)
+            try:
+                conn.recv(64, socket.MSG_DONTWAIT)  # data left unread would reset the connection at close
+            except OSError:
+                pass
+            try:
+                conn.send(json.dumps(dict(reply, elapsed=time.monotonic() - box["t0"])).encode()) if reply else None
+            except OSError:
+                pass
+            conn.close()
+
     while True:
-        if 0 in select.select([srv, 0], [], [])[0] and not os.read(0, 1):
-            return  # stdin closed: the client process is gone
-        conn = srv.accept()[0]
-        if os.fork() == 0:
-            srv.close()
-            _supervise(conn, not why, hidden)
-        conn.close()
+        busy, warm = [b for b in boxes.values() if "conn" in b], sum("t0" not in b for b in boxes.values())
+        wait = max(0.0, min((b["deadline"] for b in busy), default=time.monotonic() + 3600) - time.monotonic())
+        events = sel.select(0 if warm < WARM else wait)
+        if not events and warm < WARM:
+            spawn()
+        for key, _ in events:
+            what, box = key.data
+            if box and box["pid"] not in boxes:
+                continue  # it exited earlier in this batch
+            if what == "stdin" and not os.read(0, 1):
+                return  # the client process is gone
+            if what == "ctrl":
+                msg, fds, _, _ = socket.recv_fds(box["ctrl"], 64, 1)
+                if fds:  # it took a call
+                    box.update(conn=socket.socket(fileno=fds[0]), t0=time.monotonic(),
+                               deadline=time.monotonic() + float(msg))
+                    sel.register(box["conn"], selectors.EVENT_READ, ("cancel", box))
+                elif msg:  # it answered (or the code forged this: then the client gets no answer, nothing runs on)
+                    end(box)
+                else:  # it has exited: its pidfd says how
+                    sel.unregister(box["ctrl"])
+            elif what == "cancel":
+                end(box, why="cancelled")
+            elif what == "exit":
+                end(box, reap=True)
+                del boxes[box["pid"]]
+                sel.unregister(box["pidfd"])
+                os.close(box["pidfd"])
+                if box["ctrl"] in sel.get_map():
+                    sel.unregister(box["ctrl"])
+                box["ctrl"].close()
+                if box["scratch"]:
+                    shutil.rmtree(box["scratch"], ignore_errors=True)
+        for box in busy:
+            if "conn" in box and time.monotonic() >= box["deadline"]:
+                end(box, why="timeout")
 
 
 # -----------------------------------------------------------------------------
@@ -370,15 +479,65 @@ class Pool:
     def run(self, req):
         for attempt in range(2):
             try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(req["timeout"] + 30)
-                    s.connect(self.socket_path())
-                    s.sendall(json.dumps(req).encode())
-                    s.shutdown(socket.SHUT_WR)
-                    return ExecResult(**json.loads(_recv_all(s)))
-            except (ConnectionRefusedError, FileNotFoundError):  # the server died: the next try restarts it
+                return self._run(req)
+            except (ConnectionRefusedError, ConnectionResetError, FileNotFoundError):  # the server died (the next
+                # try restarts it) or a sandbox did; a call is stateless, so running it anew is safe
                 if attempt == 1:
                     raise
+
+    def _run(self, req):
+        """Hand the request and our pipes' write ends to a waiting sandbox; read the output here until the answer."""
+        request, (out_r, out_w), (err_r, err_w) = os.memfd_create("request"), os.pipe(), os.pipe()
+        os.write(request, json.dumps(req).encode())
+        out, flood = {out_r: bytearray(), err_r: bytearray()}, False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+                s.settimeout(req["timeout"] + 30)
+                s.connect(self.socket_path())
+                socket.send_fds(s, [b"run"], [request, out_w, err_w])
+                for fd in (request, out_w, err_w):
+                    os.close(fd)
+                request = out_w = err_w = None
+                wait = [out_r, err_r, s]
+                while s in wait:
+                    for fd in select.select(wait, [], [], req["timeout"] + 30)[0] or [s]:
+                        if fd is s:
+                            wait = []
+                        elif chunk := os.read(fd, 1 << 16):
+                            out[fd] += chunk
+                        else:
+                            wait.remove(fd)
+                    if len(out[out_r]) + len(out[err_r]) > HARD_OUTPUT_BYTES and not flood:
+                        flood = True
+                        s.shutdown(socket.SHUT_WR)  # the server sees it and ends the call
+                reply = json.loads(s.recv(4096) or b"{}")
+            for fd in out:  # what was written before the answer; children still running are not waited for
+                os.set_blocking(fd, False)
+                try:
+                    while len(out[fd]) <= HARD_OUTPUT_BYTES and (chunk := os.read(fd, 1 << 16)):
+                        out[fd] += chunk
+                except BlockingIOError:
+                    pass
+        finally:
+            for fd in (request, out_w, err_w, out_r, err_r):
+                if fd is not None:
+                    os.close(fd)
+        return _result(reply, "flood" if flood else None, req, out[out_r], out[err_r])
+
+
+def _result(reply, why, req, stdout, stderr):
+    code, why = reply.get("rc"), why or reply.get("why") or ("" if reply else "lost")
+    sig = -code if code is not None and code < 0 else 0
+    if why == "timeout" or sig == signal.SIGXCPU:
+        status, note = "timeout", f"time limit of {req['timeout']:g} s exceeded"
+    elif why or sig:
+        status, note = "killed", {"flood": f"output over {HARD_OUTPUT_BYTES} bytes", "lost": "the server died"}.get(
+            why, f"killed by signal {sig}")
+    else:
+        status, note = "ok" if code == 0 else "memory" if code == MEMORY_EXIT else "error", ""
+    stdout, stderr = (truncate(b.decode(errors="replace"), req["max_chars"]) for b in (stdout, stderr))
+    return ExecResult(status, stdout, stderr + (f"[sandbox: {note}]\n" if note else ""),
+                      round(reply.get("elapsed", 0.0), 6))
 
 
 _POOL = Pool()
@@ -419,7 +578,8 @@ def from_fusion(resp, max_chars=MAX_CHARS):
 
 
 def make_executor(url=None, memory_mb=2048):
-    """callable(code, timeout) -> ExecResult: our pool for None / "local", else the SandboxFusion server at `url`."""
+    """execute(code, timeout=10.0, echo=True) -> ExecResult: our pool for None / "local", else the SandboxFusion server
+    at `url`. echo=False runs the code exactly as given (no echo of a trailing bare expression)."""
     if url in (None, "", "local"):
         return lambda code, timeout=10.0, echo=True: run_code(code, timeout, memory_mb, echo=echo)
     if not url.startswith(("http://", "https://")):
@@ -427,8 +587,9 @@ def make_executor(url=None, memory_mb=2048):
     import requests
     endpoint = url.rstrip("/") + "/run_code"
 
-    def execute(code, timeout=10.0):
-        body = dict(code=with_echo(code), language="python", run_timeout=timeout, memory_limit_MB=memory_mb)
+    def execute(code, timeout=10.0, echo=True):
+        body = dict(code=with_echo(code) if echo else code, language="python", run_timeout=timeout,
+                    memory_limit_MB=memory_mb)
         try:
             resp = requests.post(endpoint, json=body, timeout=timeout + 30)
             if resp.status_code != 200:

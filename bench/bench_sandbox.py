@@ -1,28 +1,35 @@
 """bench/bench_sandbox.py: executions per second and latency of sandbox.run_code against a naive
-`subprocess.run([python, "-c", code])` per call, for short programs, at concurrency 1 and 2, in one run.
+`subprocess.run([python, "-c", code])` per call, for short programs, at concurrency 1 and 2, in one run; first
+where the time of one call goes, then (when run as root) the same table again as the unprivileged uid 65534.
 
-The naive way starts a new interpreter per call and isolates nothing; ours forks a fresh, isolated process from a
-warm server (namespaces, uid drop, mounts, rlimits included). The pool's start-up is timed separately.
+The naive way starts a new interpreter per call and isolates nothing; ours hands the code to a sandbox that a warm
+server forked earlier and that waits inside its namespaces; the server forks its replacement meanwhile.
 
     python bench/bench_sandbox.py              # 300 calls per (program, concurrency) for ours, 60 for the naive way
-    python bench/bench_sandbox.py --n 100
+    python bench/bench_sandbox.py --n 100 --as_root_only
 """
 import argparse
+import gc
+import importlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 import sandbox  # noqa: E402
 
 PROGRAMS = {
     "print": "print('hello')",
     "arith": "x = 3**200 % 1000007\nx",
+    "numpy": "import numpy as np\nint(np.arange(1000).sum())",
     "sympy": "import sympy\nsympy.factorint(2**64 + 1)",
 }
 
@@ -51,15 +58,108 @@ def measure(fn, code, n, conc, bar):
     return n / wall, 1e3 * statistics.median(lat), 1e3 * lat[min(n - 1, int(0.99 * n))]
 
 
+def ms(ts):
+    return 1e3 * statistics.median(ts)
+
+
+def server_side(n=100):
+    """In a throwaway copy of the fork server: a bare fork + exit, then what making one sandbox costs, by step."""
+    for name in sandbox.PRELOAD:
+        importlib.import_module(name)
+    dirs = sandbox._interpreter_dirs()
+    gc.freeze()
+    fork = []
+    for _ in range(n):
+        t = time.perf_counter()
+        if (pid := os.fork()) == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        fork.append(time.perf_counter() - t)
+    print(f"  bare fork + exit + wait of the warm server (numpy, sympy loaded): {ms(fork):.2f} ms")
+    sandbox._isolate_server(dirs)
+    if (server := os.fork()) != 0:
+        os._exit(os.waitstatus_to_exitcode(os.waitpid(server, 0)[1]))
+    own, steps = os.open("/proc/self/ns/pid", os.O_RDONLY), {"fork (server side)": [], "namespaces + mounts": [],
+                                                              "exit + wait": [], "total": []}
+    for _ in range(n):
+        r, w = os.pipe()
+        t0 = time.perf_counter()
+        sandbox._unshare(sandbox.NEWPID)
+        if (pid := os.fork()) == 0:
+            t = time.perf_counter()
+            sandbox._enter_sandbox(sandbox._scratch_dirs(dirs))
+            os.write(w, str(time.perf_counter() - t).encode())
+            os._exit(0)
+        sandbox._check(sandbox._libc.setns(own, sandbox.NEWPID), "setns")
+        steps["fork (server side)"].append(time.perf_counter() - t0)
+        os.close(w)
+        steps["namespaces + mounts"].append(float(os.read(r, 64)))
+        os.close(r)
+        t = time.perf_counter()
+        os.waitpid(pid, 0)
+        steps["exit + wait"].append(time.perf_counter() - t)
+        steps["total"].append(time.perf_counter() - t0)
+    print("  making one sandbox, in the background: " + ", ".join(f"{k} {ms(v):.2f} ms" for k, v in steps.items()))
+    os._exit(0)
+
+
+def breakdown():
+    print("where the time of one call goes (medians):")
+    sys.stdout.flush()
+    if (pid := os.fork()) == 0:
+        try:
+            server_side()
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+    rt, inside = [], []
+    for _ in range(100):
+        time.sleep(0.02)  # a waiting sandbox is ready
+        t = time.perf_counter()
+        r = sandbox.run_code("print('hello')")
+        rt.append(time.perf_counter() - t)
+        inside.append(r.elapsed_s)
+    print(f"  a call with a sandbox waiting: {ms(rt):.2f} ms round trip, of which {ms(inside):.2f} ms in the sandbox "
+          "(take the call, set limits, run, answer); the rest is the client and two wake-ups")
+
+
+def as_unprivileged(argv):
+    """Run this bench again as uid 65534 on a world-readable copy, the interpreter reachable (it may be under /root)."""
+    copy = tempfile.mkdtemp(prefix="sandbox-bench-")
+    os.makedirs(f"{copy}/bench")
+    for f in ("sandbox.py", "bench/bench_sandbox.py"):
+        shutil.copy(os.path.join(ROOT, f), f"{copy}/{f}")
+    for d in (copy, f"{copy}/bench"):
+        os.chmod(d, 0o755)
+    script, closed = ["set -e"], set()
+    for i, d in enumerate(sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})):
+        parts = d.split(os.sep)
+        top = next((t for t in (os.sep.join(parts[:j]) for j in range(2, len(parts) + 1))
+                    if not os.stat(t).st_mode & 0o001), None)
+        if top:
+            script += [f"mkdir -p {copy}/park{i}", f"mount --bind {d} {copy}/park{i}"]
+            script += [f"mount -t tmpfs -o mode=755 tmpfs {top}"] if top not in closed else []
+            script += [f"mkdir -p {d}", f"mount --bind {copy}/park{i} {d}"]
+            closed.add(top)
+    script.append(f"exec setpriv --reuid=65534 --regid=65534 --clear-groups env HOME={copy} {sys.executable} "
+                  f"{copy}/bench/bench_sandbox.py {' '.join(argv)} --as_root_only")
+    try:
+        subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)], check=True)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=300, help="calls per (program, concurrency) for ours")
     p.add_argument("--n_naive", type=int, default=60, help="calls per (program, concurrency) for the naive way")
+    p.add_argument("--as_root_only", action="store_true", help="do not rerun as uid 65534 when root")
     args = p.parse_args()
     t = time.perf_counter()
     sandbox.run_code("pass")
-    print(f"pool start-up (fork server, pre-imports, isolation probe): {time.perf_counter() - t:.2f} s; "
-          f"isolated: {sandbox._POOL.isolated}; cpus: {os.cpu_count()}")
+    print(f"=== uid {os.getuid()}: pool start-up (fork server, pre-imports, isolation probe): "
+          f"{time.perf_counter() - t:.2f} s; isolated: {sandbox._POOL.isolated}; cpus: {os.cpu_count()}")
+    breakdown()
     total = len(PROGRAMS) * 2 * (args.n + args.n_naive)
     rows = []
     with tqdm(total=total, desc="sandbox bench", unit="call", mininterval=2.0) as bar:
@@ -71,7 +171,10 @@ def main():
           f"{'p99 ms':>7} | {'rate x':>6} {'p50 x':>6}")
     for name, conc, (ra, a50, a99), (rb, b50, b99) in rows:
         print(f"{name:8} {conc:>4} | {ra:8.1f} {a50:7.1f} {a99:7.1f} | {rb:8.1f} {b50:7.1f} {b99:7.1f} | "
-              f"{ra / rb:6.1f} {b50 / a50:6.1f}")
+              f"{ra / rb:6.1f} {b50 / a50:6.1f}", flush=True)
+    if os.getuid() == 0 and not args.as_root_only:
+        sandbox._POOL.close()
+        as_unprivileged([f"--n={args.n}", f"--n_naive={args.n_naive}"])
 
 
 if __name__ == "__main__":
