@@ -199,17 +199,25 @@ def load_model(spec, dtype=torch.float32):
     """A causal LM and its tokenizer from a HF directory or Hub id, a run directory (its latest checkpoint), or
     `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download), or `shape:<size>` (the same, or a real
     shape such as qwen3-0.6b, with Qwen3's tokenizer and its 151,936 embedding rows). Weights load into host memory;
-    fully_shard moves them to the device one block at a time (wrap_fsdp)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    fully_shard moves them to the device one block at a time (wrap_fsdp). `dtype="auto"` keeps the dtype the weights
+    come in (fp32 for toy: and shape:). `model.checkpoint_dtype` records that dtype: save_checkpoint writes it."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     import data
-    if spec.startswith("toy:"):
-        tok = data.make_toy_tokenizer()
-        return data.tiny_qwen3(tok, size=spec[4:], dtype=dtype), tok
-    if spec.startswith("shape:"):  # random weights of data.TINY_SIZES / QWEN3_SHAPES with Qwen3's real vocabulary
-        return data.tiny_qwen3(151936, size=spec[6:], dtype=dtype), data.make_qwen3_tokenizer()
+    if spec.startswith(("toy:", "shape:")):  # built in memory, in fp32 unless asked otherwise
+        dtype = torch.float32 if dtype == "auto" else dtype
+        if spec.startswith("toy:"):
+            tok = data.make_toy_tokenizer()
+            model = data.tiny_qwen3(tok, size=spec[4:], dtype=dtype)
+        else:  # random weights of data.TINY_SIZES / QWEN3_SHAPES with Qwen3's real vocabulary
+            model, tok = data.tiny_qwen3(151936, size=spec[6:], dtype=dtype), data.make_qwen3_tokenizer()
+        model.checkpoint_dtype = dtype
+        return model, tok
     path = resolve_model_path(spec)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    came_in = AutoConfig.from_pretrained(path).dtype  # config.json's dtype (from_pretrained overwrites it)
+    came_in = getattr(torch, came_in) if isinstance(came_in, str) else came_in or torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=came_in if dtype == "auto" else dtype)
+    model.checkpoint_dtype = came_in
     return model, AutoTokenizer.from_pretrained(path)
 
 
@@ -294,11 +302,14 @@ def latest_checkpoint(out_dir):
 def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep_last=0):
     """Collective: every rank calls it. `state` (JSON-able: data cursor, step, ...) is restored by load_checkpoint.
     The optimizer state is written as each rank's own shards (torch.distributed.checkpoint), never gathered. Once the
-    new checkpoint is complete, all but the newest `keep_last` are deleted (0 keeps all)."""
+    new checkpoint is complete, all but the newest `keep_last` are deleted (0 keeps all). The weights are written in
+    the dtype they came in (`model.checkpoint_dtype`, set by load_model): a bf16 model stays bf16 on disk (its fp32
+    master weights rounded, so only an fp32 run resumes bit-exactly), an fp32 one fp32."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     t0 = time.time()
     rank = tdist.get_rank()
+    dtype = getattr(model, "checkpoint_dtype", torch.float32)  # the dtype the weights came in (load_model)
     final, tmp = step_dir(out_dir, step), os.path.join(out_dir, f".tmp_step_{step:06d}")
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -312,7 +323,13 @@ def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep
            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     torch.save(rng, os.path.join(tmp, f"rng_rank{rank}.pt"))
     if rank == 0:
+        cast = {}  # tied weights (one tensor under two names) stay one tensor: save_pretrained writes them once
+        for k, v in model_sd.items():
+            if v.is_floating_point():
+                model_sd[k] = cast.setdefault(v.data_ptr(), v.to(dtype))
         model.save_pretrained(os.path.join(tmp, "model"), state_dict=model_sd, safe_serialization=True)
+        model.config.dtype = dtype  # save_pretrained writes the dtype of the (fp32) parameters into config.json
+        model.config.save_pretrained(os.path.join(tmp, "model"))
         tokenizer.save_pretrained(os.path.join(tmp, "model"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump({"step": step, "world_size": tdist.get_world_size(), **state}, f, indent=1)

@@ -224,3 +224,37 @@ def test_metrics_logger_without_wandb(tmp_path, monkeypatch, capsys):
     log.log(1, {"loss": 0.5})
     assert "wandb: not installed" in capsys.readouterr().out
     assert json.loads(open(tmp_path / "metrics.jsonl").readline())["loss"] == 0.5
+
+
+def test_checkpoints_keep_the_dtype_the_weights_came_in(tmp_path):
+    """A bf16 model is trained in fp32 and written back in bf16 (the fp32 master weights rounded to nearest even, the
+    config saying bfloat16); an fp32 toy model stays fp32, bit for bit."""
+    from safetensors import safe_open
+
+    import data
+    tok = data.make_toy_tokenizer()
+    data.tiny_qwen3(tok, "tiny", seed=4, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tok.save_pretrained(tmp_path / "bf16")
+    dist = common.init_dist("cpu")
+    try:
+        for spec, want in ((str(tmp_path / "bf16"), torch.bfloat16), ("toy:tiny", torch.float32)):
+            model, tok = common.load_model(spec)
+            assert model.checkpoint_dtype == want and model.dtype == torch.float32  # trained in fp32 either way
+            model = common.wrap_fsdp(model, dist)
+            with torch.no_grad():  # an update that bf16 cannot hold exactly
+                for p in model.parameters():
+                    p.add_(1e-3)
+            held = {k: v.clone() for k, v in model.state_dict().items()}
+            out = tmp_path / f"run_{str(want)[6:]}"
+            common.save_checkpoint(str(out), 1, model, tok, None, Cfg(), {})
+            path = out / "step_000001" / "model"
+            assert json.load(open(path / "config.json"))["dtype"] == str(want)[6:]
+            with safe_open(path / "model.safetensors", "pt") as f:  # the tied head is written once, as it came
+                assert "lm_head.weight" not in f.keys() and f.get_tensor("model.norm.weight").dtype == want
+            back, _ = common.load_model(str(path), dtype="auto")
+            assert back.dtype == want and back.checkpoint_dtype == want
+            for k, v in back.state_dict().items():
+                assert torch.equal(v, held[k].to(want)), k
+    finally:
+        common.destroy_dist()
+
