@@ -225,6 +225,12 @@ def decoder_blocks(model):
     return model.model.layers  # Qwen3ForCausalLM: embed -> layers -> norm -> lm_head
 
 
+def shards(dist):
+    """Whether wrap_fsdp shards: always but in a world of one on CPU, where FSDP2 would only add its unsharded
+    buffers (+1.7 GiB at the Qwen3-0.6B shape) and no mixed precision (that is CUDA's), so the module stays plain."""
+    return dist.world_size > 1 or dist.device.type == "cuda"
+
+
 def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, reshard_after_forward=True, offload=False):
     """FSDP2 from outside the model, torchtitan order: activation checkpointing, per-block compile, fully_shard each
     decoder block, then the root. On CUDA params compute in bf16 and gradients reduce in fp32; the sharded master
@@ -232,7 +238,9 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
     so a loss meant as a global token mean is written local_sum / (global_count / world_size) on every rank.
     `offload` keeps the sharded params in CPU memory and copies them in per block (the frozen teacher's option).
     The model arrives in host memory and is never moved whole: each fully_shard call moves its own block to the
-    device, keeps this rank's shard and frees the rest, so the peak is the shards plus one block."""
+    device, keeps this rank's shard and frees the rest, so the peak is the shards plus one block. In a world of one
+    on CPU (see `shards`) the model is returned plain, after the same activation checkpointing and compile: its
+    callers (optimizer, checkpoints, full_params, clip_grad_norm_) take plain modules as they take FSDP2 ones."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -244,7 +252,10 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
             block.compile(dynamic=True)
     print0(f"fsdp2: {len(decoder_blocks(model))} blocks + root, activation checkpointing "
            f"{'on' if activation_checkpointing else 'off'}, per-block compile {'on' if compile else 'off'}"
-           + (", params offloaded to CPU" if offload and dist.device.type == "cuda" else ""))
+           + (", params offloaded to CPU" if offload and dist.device.type == "cuda" else "")
+           + ("" if shards(dist) else ": not sharded (one process on CPU: a plain module)"))
+    if not shards(dist):
+        return model
     mesh = init_device_mesh(dist.device.type, (dist.world_size,))
     # Callers only read the model's outputs (no in-place op on them), the misuse this torch warning is about.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
