@@ -199,22 +199,36 @@ def load_model(spec, dtype=torch.float32):
     """A causal LM and its tokenizer from a HF directory or Hub id, a run directory (its latest checkpoint), or
     `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download), or `shape:<size>` (the same, or a real
     shape such as qwen3-0.6b, with Qwen3's tokenizer and its 151,936 embedding rows). Weights load into host memory;
-    fully_shard moves them to the device one block at a time (wrap_fsdp)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    fully_shard moves them to the device one block at a time (wrap_fsdp). `dtype="auto"` keeps the dtype the weights
+    come in (fp32 for toy: and shape:). `model.checkpoint_dtype` records that dtype: save_checkpoint writes it."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     import data
-    if spec.startswith("toy:"):
-        tok = data.make_toy_tokenizer()
-        return data.tiny_qwen3(tok, size=spec[4:], dtype=dtype), tok
-    if spec.startswith("shape:"):  # random weights of data.TINY_SIZES / QWEN3_SHAPES with Qwen3's real vocabulary
-        return data.tiny_qwen3(151936, size=spec[6:], dtype=dtype), data.make_qwen3_tokenizer()
+    if spec.startswith(("toy:", "shape:")):  # built in memory, in fp32 unless asked otherwise
+        dtype = torch.float32 if dtype == "auto" else dtype
+        if spec.startswith("toy:"):
+            tok = data.make_toy_tokenizer()
+            model = data.tiny_qwen3(tok, size=spec[4:], dtype=dtype)
+        else:  # random weights of data.TINY_SIZES / QWEN3_SHAPES with Qwen3's real vocabulary
+            model, tok = data.tiny_qwen3(151936, size=spec[6:], dtype=dtype), data.make_qwen3_tokenizer()
+        model.checkpoint_dtype = dtype
+        return model, tok
     path = resolve_model_path(spec)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    came_in = AutoConfig.from_pretrained(path).dtype  # config.json's dtype (from_pretrained overwrites it)
+    came_in = getattr(torch, came_in) if isinstance(came_in, str) else came_in or torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=came_in if dtype == "auto" else dtype)
+    model.checkpoint_dtype = came_in
     return model, AutoTokenizer.from_pretrained(path)
 
 
 def decoder_blocks(model):
     return model.model.layers  # Qwen3ForCausalLM: embed -> layers -> norm -> lm_head
+
+
+def shards(dist):
+    """Whether wrap_fsdp shards: always but in a world of one on CPU, where FSDP2 would only add its unsharded
+    buffers (+1.7 GiB at the Qwen3-0.6B shape) and no mixed precision (that is CUDA's), so the module stays plain."""
+    return dist.world_size > 1 or dist.device.type == "cuda"
 
 
 def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, reshard_after_forward=True, offload=False):
@@ -224,7 +238,9 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
     so a loss meant as a global token mean is written local_sum / (global_count / world_size) on every rank.
     `offload` keeps the sharded params in CPU memory and copies them in per block (the frozen teacher's option).
     The model arrives in host memory and is never moved whole: each fully_shard call moves its own block to the
-    device, keeps this rank's shard and frees the rest, so the peak is the shards plus one block."""
+    device, keeps this rank's shard and frees the rest, so the peak is the shards plus one block. In a world of one
+    on CPU (see `shards`) the model is returned plain, after the same activation checkpointing and compile: its
+    callers (optimizer, checkpoints, full_params, clip_grad_norm_) take plain modules as they take FSDP2 ones."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -236,7 +252,10 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
             block.compile(dynamic=True)
     print0(f"fsdp2: {len(decoder_blocks(model))} blocks + root, activation checkpointing "
            f"{'on' if activation_checkpointing else 'off'}, per-block compile {'on' if compile else 'off'}"
-           + (", params offloaded to CPU" if offload and dist.device.type == "cuda" else ""))
+           + (", params offloaded to CPU" if offload and dist.device.type == "cuda" else "")
+           + ("" if shards(dist) else ": not sharded (one process on CPU: a plain module)"))
+    if not shards(dist):
+        return model
     mesh = init_device_mesh(dist.device.type, (dist.world_size,))
     # Callers only read the model's outputs (no in-place op on them), the misuse this torch warning is about.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
@@ -294,11 +313,14 @@ def latest_checkpoint(out_dir):
 def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep_last=0):
     """Collective: every rank calls it. `state` (JSON-able: data cursor, step, ...) is restored by load_checkpoint.
     The optimizer state is written as each rank's own shards (torch.distributed.checkpoint), never gathered. Once the
-    new checkpoint is complete, all but the newest `keep_last` are deleted (0 keeps all)."""
+    new checkpoint is complete, all but the newest `keep_last` are deleted (0 keeps all). The weights are written in
+    the dtype they came in (`model.checkpoint_dtype`, set by load_model): a bf16 model stays bf16 on disk (its fp32
+    master weights rounded, so only an fp32 run resumes bit-exactly), an fp32 one fp32."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     t0 = time.time()
     rank = tdist.get_rank()
+    dtype = getattr(model, "checkpoint_dtype", torch.float32)  # the dtype the weights came in (load_model)
     final, tmp = step_dir(out_dir, step), os.path.join(out_dir, f".tmp_step_{step:06d}")
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -312,7 +334,13 @@ def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep
            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     torch.save(rng, os.path.join(tmp, f"rng_rank{rank}.pt"))
     if rank == 0:
+        cast = {}  # tied weights (one tensor under two names) stay one tensor: save_pretrained writes them once
+        for k, v in model_sd.items():
+            if v.is_floating_point():
+                model_sd[k] = cast.setdefault(v.data_ptr(), v.to(dtype))
         model.save_pretrained(os.path.join(tmp, "model"), state_dict=model_sd, safe_serialization=True)
+        model.config.dtype = dtype  # save_pretrained writes the dtype of the (fp32) parameters into config.json
+        model.config.save_pretrained(os.path.join(tmp, "model"))
         tokenizer.save_pretrained(os.path.join(tmp, "model"))
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump({"step": step, "world_size": tdist.get_world_size(), **state}, f, indent=1)

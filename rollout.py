@@ -438,17 +438,19 @@ class HFEngine(Engine):
     """transformers with a continuous-batching loop of our own: each poll() prefills the newly submitted turns (an
     episode's next turn only past its cached history) and merges them into the running batch, samples one token
     for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
-    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model.
+    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model (or a shared one).
 
     Not transformers' continuous batching (`init_continuous_batching`, in 5.17 and 5.24): it samples the batch from
     one global RNG, so which turns share a step would change the episodes, and on CPU it was 20x slower here (64 toy
     prompts x 64 tokens: 42 s with `generate_batch`, 2.0 s with this loop). Usable for the toy, tests and small
     evaluations: the dense cache holds every running turn at the longest one's length (Qwen3-0.6B: 112 KiB per token
     in bf16, so 64 turns of 4k tokens take 28 GiB; the paper's 1,024 episodes of 23k tokens would take 2.6 TB: on
-    GPUs at paper settings use vLLM)."""
+    GPUs at paper settings use vLLM). `share=True` samples from `model` itself (same device), for a trainer that
+    updates it in place and never shards it: no copy, and update_weights finds the very tensors it holds."""
 
-    def __init__(self, model, tokenizer, device="cpu"):
-        self.model = copy.deepcopy(model).to(device).eval()
+    def __init__(self, model, tokenizer, device="cpu", share=False):
+        assert not share or model.device == torch.device(device), "rollout: a shared model must be on the device"
+        self.model = (model if share else copy.deepcopy(model).to(device)).eval()
         self.params = dict(self.model.named_parameters(remove_duplicate=False))
         self.device, self.tok = torch.device(device), tokenizer
         self.stop = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")}
@@ -549,7 +551,8 @@ class HFEngine(Engine):
         assert not self.queue and not self.rows, "rollout: weights changed while turns are in flight"
         self.saved = {}  # the saved caches were computed by the old weights
         for name, t in checked_weights(named_tensors, self.params):
-            self.params[name].copy_(t)
+            if t.data_ptr() != self.params[name].data_ptr():  # a shared model's own tensor: already in place
+                self.params[name].copy_(t)
 
     def sleep(self):  # nothing to release; tracked so that sampling while asleep fails here as it does on vLLM
         assert not self.queue and not self.rows, "rollout: sleep() with turns in flight would lose them"
@@ -635,9 +638,9 @@ class VLLMEngine(Engine):
 
 
 def make_engine(backend, model_path, tokenizer, model=None, seed=0, gpu_memory_utilization=0.75,
-                max_model_len=23040):
+                max_model_len=23040, share=False):
     """backend hf, vllm, or auto (vLLM on CUDA when it is installed, else transformers). Prints the choice. The HF
-    engine samples from `model` (copied) or loads `model_path`; vLLM always loads `model_path`."""
+    engine samples from `model` (copied unless `share`) or loads `model_path`; vLLM always loads `model_path`."""
     why = "asked for"
     if backend == "auto":
         import importlib.util
@@ -653,7 +656,7 @@ def make_engine(backend, model_path, tokenizer, model=None, seed=0, gpu_memory_u
         return VLLMEngine(model_path, tokenizer, seed, gpu_memory_utilization, max_model_len)
     if model is None:
         model, _ = common.load_model(model_path)
-    return HFEngine(model, tokenizer, device)
+    return HFEngine(model, tokenizer, device, share=share)
 
 # -----------------------------------------------------------------------------
 # Command line: roll out a few toy problems and print them

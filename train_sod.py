@@ -303,21 +303,23 @@ def train(cfg, dist):
     common.set_seed(cfg.seed + dist.rank)
     dev = dist.device
 
-    # models: the student (trained, fp32 master weights), its rollout engine (a separate copy / vLLM), the frozen
-    # teacher (bf16 on CUDA: it is only ever run in bf16). Both load into host memory; wrap_fsdp places the shards.
+    # models: the student (trained, fp32 master weights), its rollout engine, the frozen teacher (in the dtype it
+    # comes in; bf16 on CUDA, where it is only ever run in bf16). Both load into host memory; wrap_fsdp places the
+    # shards. Sharded, the HF engine keeps its own copy (taken before sharding); in one CPU process the student stays
+    # a plain module and the engine samples from its very parameters (no copy, the weight push finds them in place).
     ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
     student_path = common.resolve_model_path(os.path.join(ckpt, "model") if ckpt else cfg.student)
     student, tok = common.load_model(student_path)
     engine = rollout.make_engine(cfg.backend, student_path, tok, model=student, seed=cfg.seed + dist.rank,
                                  gpu_memory_utilization=cfg.gpu_memory_utilization,
-                                 max_model_len=cfg.max_prompt_len + cfg.max_response_len)
+                                 max_model_len=cfg.max_prompt_len + cfg.max_response_len, share=not common.shards(dist))
     student = common.wrap_fsdp(student, dist, compile=cfg.compile,
                                activation_checkpointing=cfg.activation_checkpointing)
     # the weights the trainer computes with (wrap_fsdp's param dtype) are the ones the engine samples with
     push_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     teacher = None
     if cfg.algo != "grpo":  # GRPO never needs the teacher: it is not even loaded
-        teacher, teacher_tok = common.load_model(cfg.teacher, dtype=push_dtype)
+        teacher, teacher_tok = common.load_model(cfg.teacher, dtype=torch.bfloat16 if dev.type == "cuda" else "auto")
         if teacher_tok.get_vocab() != tok.get_vocab():
             raise SystemExit("teacher: its tokenizer differs from the student's; on-policy distillation scores the "
                              "student's own token ids with the teacher, so both must share one vocabulary")
@@ -373,7 +375,8 @@ def train(cfg, dist):
         tea = old
         if teacher is not None:
             tea = score(teacher, eps, groups, dev, cfg.logprob_chunk)
-            teacher.reshard()  # the root stays gathered after a forward (for the student's backward): free it
+            if hasattr(teacher, "reshard"):  # FSDP2 leaves the root gathered after a forward (for a backward): free it
+                teacher.reshard()
         times["score"] = time.time() - t0
 
         # ---- advantages (the SOD part): padded (B, T-1) tensors aligned with the targets ids[:, 1:]

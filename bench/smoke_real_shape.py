@@ -1,12 +1,13 @@
 """Smoke run at real scale on CPU: the Qwen3-0.6B shape (random weights) with Qwen3's real tokenizer through every
 real code path, each phase in its own process, with its wall time and peak resident memory.
 
-    flock /tmp/sod-heavy.lock python bench/smoke_real_shape.py          # 6-10 min on 2 cores, 18.4 GiB peak
+    flock /tmp/sod-heavy.lock python bench/smoke_real_shape.py          # 6-7 min on 2 cores, 12.2 GiB peak
     python bench/smoke_real_shape.py --shape tiny                       # the same paths at a tiny size, ~1 min
 
 Phases: `init` writes the base model as real checkpoints come (bf16 on disk, with the tokenizer); `ledger`
-measures what the SOD step would hold twice (the HF engine's copy of the student, FSDP2's buffers on one process,
-a teacher in fp32); `sft` runs train_sft.py for 2 steps on toy conversations rendered by the real template; `sod`
+measures what the SOD step holds besides the student (the HF engine's copy, none in one process; the teacher as it
+comes and in fp32; a forward + backward through wrap_fsdp in a world of one, which leaves the module plain);
+`sft` runs train_sft.py for 2 steps on toy conversations rendered by the real template; `sod`
 runs train_sod.py for 1 step (2 prompts x 2 rollouts, tool calls run in the sandbox, the base model as a teacher of
 the same shape); `eval` runs eval.py on 2 toy problems; `reload` loads both checkpoints with plain `transformers`
 and compares their logits with those of the weights the trainer held, and their dtype with the base model's.
@@ -67,20 +68,26 @@ def rss():
 
 
 class FirstTurnCalls:
-    """The real engine, except that each episode's first assistant turn is the scripted tool call."""
+    """The real engine, except that each episode's first assistant turn is the scripted tool call (returned by the
+    next poll, whole, with stop finish)."""
 
     def __init__(self, engine, tok):
         self.engine, self.call, self.head = engine, tok.encode(CALL), tok.encode("<|im_start|>assistant")
+        self.scripted = []
 
     def first(self, ids):
         h = self.head
         return sum(ids[i:i + len(h)] == h for i in range(len(ids))) == 1
 
-    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
-        first = [self.first(p) for p in prompts]
-        rest = [p for p, f in zip(prompts, first) if not f]
-        outs = iter(self.engine.generate(rest, max_new_tokens, temperature, top_p) if rest else [])
-        return [(self.call, [0.0] * len(self.call), "stop") if f else next(outs) for f in first]
+    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
+        if self.first(ids):
+            self.scripted.append((key, self.call, [0.0] * len(self.call), "stop"))
+        else:
+            self.engine.submit(key, ids, max_new_tokens, temperature, top_p, seed)
+
+    def poll(self):
+        done, self.scripted = self.scripted, []
+        return done + self.engine.poll()
 
     def update_weights(self, named_tensors):
         return self.engine.update_weights(named_tensors)
@@ -116,26 +123,26 @@ def mark_sod_phases():
 
 
 def record_checkpoints():
-    """After each checkpoint, store the probe's logits of the weights the trainer held, rebuilt in a plain model in
-    fp32 and in bf16: what a reload must reproduce exactly in the dtype the checkpoint has on disk."""
+    """After each checkpoint, store the probe's logits of the weights the trainer held, rounded to fp32 and to bf16 in
+    a plain model of that dtype: what a reload must reproduce exactly in the dtype the checkpoint has on disk."""
     import torch
     from transformers import AutoModelForCausalLM
 
     import common
     save = common.save_checkpoint
 
-    def wrapped(out_dir, step, model, tokenizer, optimizer, cfg, state):
+    def wrapped(out_dir, step, model, tokenizer, optimizer, cfg, state, **kw):
         train_peak = hwm()  # the run's peak so far: training, before the checkpoint
-        final = save(out_dir, step, model, tokenizer, optimizer, cfg, state)
+        final = save(out_dir, step, model, tokenizer, optimizer, cfg, state, **kw)
         with open(os.path.join(out_dir, "peaks.json"), "w") as f:
             json.dump({**MARKS, "peak before save": round(train_peak / GIB, 1),
                        "peak with save": round(hwm() / GIB, 1)}, f)
-        plain = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
-        plain.load_state_dict(common.full_state_dict(model))
-        probe = torch.tensor([tokenizer.encode(PROBE)])
-        with torch.no_grad():
-            ref = {str(dt): plain.to(dt)(input_ids=probe, use_cache=False).logits.float()
-                   for dt in (torch.float32, torch.bfloat16)}
+        held, probe, ref = common.full_state_dict(model), torch.tensor([tokenizer.encode(PROBE)]), {}
+        for dt in (torch.float32, torch.bfloat16):  # built in `dt` as from_pretrained builds it (fp32 rotary buffers)
+            plain = AutoModelForCausalLM.from_config(model.config, dtype=dt)
+            plain.load_state_dict({k: v.to(dt) for k, v in held.items()})
+            with torch.no_grad():
+                ref[str(dt)] = plain(input_ids=probe, use_cache=False).logits.float()
         torch.save(ref, os.path.join(final, "smoke_reference_logits.pt"))
         return final
 
@@ -163,8 +170,10 @@ def phase_init(d, shape):
 
 
 def phase_ledger(d, shape):
-    """What the SOD step holds besides the student and its optimizer state: the bytes of each extra copy of the
-    weights, and the peak resident memory of one forward + backward with and without FSDP2 on one process."""
+    """What the SOD step holds besides the student and its optimizer state: the bytes of each copy of the weights
+    (the HF engine's own copy when the student is sharded, none in one CPU process where it shares the student's
+    parameters; the teacher as it comes and in fp32), and the peak resident memory of one forward + backward of the
+    plain module and of what wrap_fsdp returns in this world of one."""
     import torch
 
     import common
@@ -173,9 +182,11 @@ def phase_ledger(d, shape):
     base = os.path.join(d, "base")
     student, tok = common.load_model(base)
     nbytes = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
-    held = {"student_fp32": nbytes(student), "engine_copy": nbytes(rollout.HFEngine(student, tok).model),
+    shared = rollout.HFEngine(student, tok, share=True).model
+    held = {"student_fp32": nbytes(student), "engine_copy_sharded": nbytes(rollout.HFEngine(student, tok).model),
+            "engine_copy_one_process": 0 if shared is student else nbytes(shared),
             "teacher_fp32": nbytes(common.load_model(base)[0]),
-            "teacher_bf16": nbytes(common.load_model(base, dtype=torch.bfloat16)[0])}
+            "teacher_as_it_comes": nbytes(common.load_model(base, dtype="auto")[0])}
     ids = torch.tensor([tok.encode(PROBE * 16)])
 
     def fwd_bwd(model):
@@ -185,7 +196,7 @@ def phase_ledger(d, shape):
         return p.peak - p.base
 
     held["fwd_bwd_plain_peak"] = fwd_bwd(student)
-    held["fwd_bwd_fsdp_one_process_peak"] = fwd_bwd(common.wrap_fsdp(student, dist))
+    held["fwd_bwd_wrap_fsdp_one_process_peak"] = fwd_bwd(common.wrap_fsdp(student, dist))
     say(d, "ledger", tokens=ids.shape[1], **{k + "_gib": round(v / GIB, 2) for k, v in held.items()})
     common.destroy_dist()
 

@@ -224,3 +224,78 @@ def test_metrics_logger_without_wandb(tmp_path, monkeypatch, capsys):
     log.log(1, {"loss": 0.5})
     assert "wandb: not installed" in capsys.readouterr().out
     assert json.loads(open(tmp_path / "metrics.jsonl").readline())["loss"] == 0.5
+
+
+def test_checkpoints_keep_the_dtype_the_weights_came_in(tmp_path):
+    """A bf16 model is trained in fp32 and written back in bf16 (the fp32 master weights rounded to nearest even, the
+    config saying bfloat16); an fp32 toy model stays fp32, bit for bit."""
+    from safetensors import safe_open
+
+    import data
+    tok = data.make_toy_tokenizer()
+    data.tiny_qwen3(tok, "tiny", seed=4, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tok.save_pretrained(tmp_path / "bf16")
+    dist = common.init_dist("cpu")
+    try:
+        for spec, want in ((str(tmp_path / "bf16"), torch.bfloat16), ("toy:tiny", torch.float32)):
+            model, tok = common.load_model(spec)
+            assert model.checkpoint_dtype == want and model.dtype == torch.float32  # trained in fp32 either way
+            model = common.wrap_fsdp(model, dist)
+            with torch.no_grad():  # an update that bf16 cannot hold exactly
+                for p in model.parameters():
+                    p.add_(1e-3)
+            held = {k: v.clone() for k, v in model.state_dict().items()}
+            out = tmp_path / f"run_{str(want)[6:]}"
+            common.save_checkpoint(str(out), 1, model, tok, None, Cfg(), {})
+            path = out / "step_000001" / "model"
+            assert json.load(open(path / "config.json"))["dtype"] == str(want)[6:]
+            with safe_open(path / "model.safetensors", "pt") as f:  # the tied head is written once, as it came
+                assert "lm_head.weight" not in f.keys() and f.get_tensor("model.norm.weight").dtype == want
+            back, _ = common.load_model(str(path), dtype="auto")
+            assert back.dtype == want and back.checkpoint_dtype == want
+            for k, v in back.state_dict().items():
+                assert torch.equal(v, held[k].to(want)), k
+    finally:
+        common.destroy_dist()
+
+
+def test_one_cpu_process_trains_a_plain_module_that_its_engine_shares():
+    """In a world of one on CPU, wrap_fsdp leaves the module plain (no DTensor) and the HF engine shares its
+    parameters: after an optimizer step the engine samples with the new weights, the push finds them in place; a
+    sharded world gives the engine its own copy."""
+    import data
+    import rollout
+    assert common.shards(common.Dist(0, 2, 0, torch.device("cpu")))
+    assert common.shards(common.Dist(0, 1, 0, torch.device("cuda", 0)))
+    dist = common.init_dist("cpu")
+    try:
+        tok = data.make_toy_tokenizer()
+        assert not common.shards(dist)
+        model = data.tiny_qwen3(tok, "tiny", seed=6)
+        eng = rollout.make_engine("hf", "unused", tok, model=model, share=True)
+        model = common.wrap_fsdp(model, dist)
+        assert eng.model is model and not hasattr(model, "reshard")
+        assert all(type(p) is torch.nn.Parameter for p in model.parameters())
+        prompt = tok.encode("<|im_start|>user\nWhat is 6 * 7?<|im_end|>\n<|im_start|>assistant\n")
+        old = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        ids = torch.tensor([prompt])
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        eng.update_weights(common.full_params(model))  # checked (names, shapes, coverage), nothing to copy
+        new, lps, _ = eng.generate([prompt], 6, temperature=0.0)[0]
+
+        def logp(state):  # independent: a full forward of a fresh model holding `state`
+            ref = data.tiny_qwen3(tok, "tiny")
+            ref.load_state_dict(state)
+            with torch.no_grad():
+                logits = ref(torch.tensor([prompt + new])).logits[0, len(prompt) - 1:-1]
+            return torch.log_softmax(logits, -1).gather(-1, torch.tensor(new)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(lps), logp(model.state_dict()), atol=1e-4)
+        assert not torch.allclose(torch.tensor(lps), logp(old), atol=1e-2)
+        with pytest.raises(KeyError):
+            eng.update_weights([("model.no_such_layer.weight", torch.zeros(1))])
+        copied = rollout.make_engine("hf", "unused", tok, model=model)
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(copied.model.parameters(), model.parameters()))
+    finally:
+        common.destroy_dist()
