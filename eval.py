@@ -335,27 +335,19 @@ class Config:
     out_dir: str = ""  # "" = out/eval/<model slug>
 
 
-def resolve_model(spec):
-    """A run directory means its latest checkpoint's model; anything else is used as given."""
-    from common import latest_checkpoint
-    ckpt = latest_checkpoint(spec) if os.path.isdir(spec) else None
-    return os.path.join(ckpt, "model") if ckpt else spec
-
-
-def model_files(spec):
-    """Names and sizes of the model's files (a cheap fingerprint of which weights were evaluated)."""
-    path = resolve_model(spec)
+def model_files(path):
+    """Names and sizes of the model directory's files (a cheap fingerprint of which weights were evaluated); a Hub id
+    or toy:<size> as it is."""
     if not os.path.isdir(path):
         return path
     return {f: os.path.getsize(os.path.join(path, f)) for f in sorted(os.listdir(path))}
 
 
-def make_engine(cfg, load_model):
+def make_engine(cfg, path, load_model):
     """(engine, tokenizer, backend name); vLLM loads the weights itself, the HF engine from load_model."""
     import importlib.util
 
     import torch
-    path = resolve_model(cfg.model)
     backend = cfg.backend
     if backend == "auto":
         backend = "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
@@ -369,7 +361,7 @@ def make_engine(cfg, load_model):
 
 
 def main(argv=None):
-    from common import load_model, parse_config, print_config
+    from common import load_model, parse_config, print_config, resolve_model_path
     argv = list(sys.argv[1:] if argv is None else argv)
     pair = None
     if "--compare" in argv:  # two positional paths, so take them out before the key=value parser sees them
@@ -391,13 +383,14 @@ def main(argv=None):
     tools = rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
-    engine, tokenizer, backend = make_engine(cfg, load_model)
+    path = resolve_model_path(cfg.model)
+    engine, tokenizer, backend = make_engine(cfg, path, load_model)
     problems, dropped = drop_long_prompts(tokenizer, problems, cfg.max_prompt_len)
     print(f"eval: {cfg.bench}: {len(problems)} problems ({dropped} dropped as longer than {cfg.max_prompt_len} "
           f"tokens); protocol {tools.name}, grader {grading['grader']}, shaping {grading['shaping']}")
     problems = problems[:cfg.limit] if cfg.limit > 0 else problems
     out_dir = cfg.out_dir or os.path.join("out", "eval", re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.model).strip("_."))
-    meta = dict(bench=cfg.bench, data=cfg.data or "default", model=cfg.model, model_files=model_files(cfg.model),
+    meta = dict(bench=cfg.bench, data=cfg.data or "default", model=cfg.model, model_files=model_files(path),
                 backend=backend, sandbox=cfg.sandbox, max_prompt_len=cfg.max_prompt_len, dropped_long_prompts=dropped)
     metrics = evaluate(engine, tokenizer, problems, cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_response_len=cfg.max_response_len, max_turns=cfg.max_turns, tools=tools,
