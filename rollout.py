@@ -252,13 +252,10 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
     submitted the moment its own tool results are back, while the other episodes keep decoding. sync: each turn
     waits for every active episode's generation, then for every tool call (the classic turn-synchronous loop).
     Turn t of episode i is sampled with seed turn_seed(seed, i, t), so both modes and any tool timing give the
-    same episodes; seed None draws one from torch's global RNG (a caller that seeds torch stays reproducible).
-    An engine with only a batch `generate` runs through BatchEngine, which has no per-turn seeds: always sync."""
+    same episodes; seed None draws one from torch's global RNG (a caller that seeds torch stays reproducible)."""
     import queue
     if mode not in ("continuous", "sync"):
         raise ValueError(f"rollout: unknown mode {mode!r} (continuous, sync)")
-    if not hasattr(engine, "submit"):
-        engine, mode = BatchEngine(engine), "sync"
     tools = tools or tool_protocol("clean")
     if execute is None:
         import sandbox
@@ -381,24 +378,6 @@ class Engine:
         while len(out) < len(prompts):
             out |= {key: tuple(rest) for key, *rest in self.poll()}
         return [out[i] for i in range(len(prompts))]
-
-
-class BatchEngine(Engine):
-    """Drives an object with a batch `generate(prompts, max_new_tokens, temperature, top_p)` (a scripted engine in
-    a test, a remote service): every poll samples all queued turns in one call; seeds are not used."""
-
-    def __init__(self, inner):
-        self.inner, self.queue = inner, []
-
-    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
-        self.queue.append((key, ids, max_new_tokens, temperature, top_p))
-
-    def poll(self):
-        q, self.queue = self.queue, []
-        if not q:
-            return []
-        outs = self.inner.generate([r[1] for r in q], max(r[2] for r in q), q[0][3], q[0][4])
-        return [(r[0], *out) for r, out in zip(q, outs)]
 
 
 def checked_weights(named_tensors, params):

@@ -71,16 +71,20 @@ class FirstTurnCalls:
 
     def __init__(self, engine, tok):
         self.engine, self.call, self.head = engine, tok.encode(CALL), tok.encode("<|im_start|>assistant")
+        self.done = []
 
     def first(self, ids):
         h = self.head
         return sum(ids[i:i + len(h)] == h for i in range(len(ids))) == 1
 
-    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
-        first = [self.first(p) for p in prompts]
-        rest = [p for p, f in zip(prompts, first) if not f]
-        outs = iter(self.engine.generate(rest, max_new_tokens, temperature, top_p) if rest else [])
-        return [(self.call, [0.0] * len(self.call), "stop") if f else next(outs) for f in first]
+    def submit(self, key, ids, *args):
+        if not self.first(ids):
+            return self.engine.submit(key, ids, *args)
+        self.done.append((key, self.call, [0.0] * len(self.call), "stop"))
+
+    def poll(self):
+        done, self.done = self.done + self.engine.poll(), []
+        return done
 
     def update_weights(self, named_tensors):
         return self.engine.update_weights(named_tensors)
