@@ -5,12 +5,8 @@ exactly as sampled (mask 1, with the sampler's log-probs), then the ids of the t
 come from rendering the chat template once and taking the suffix. History is never re-rendered, so the ids the
 student sampled are the ids the student, the teacher and the loss see.
 
-Engines take one turn at a time: `submit(key, ids, max_new_tokens, temperature, top_p, seed)`, and `poll()` returns
-the turns that finished. Rollouts are continuous: an episode's next turn is submitted as soon as its own tool results
-are back while the others keep decoding; each turn is seeded, so timing never changes the episodes. `HFEngine`
-(transformers, our own continuous batching; CPU or one GPU) and `VLLMEngine` (vLLM's offline engine colocated with
-the trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to
-the trainer's.
+Engines take one turn at a time (`Engine`): `HFEngine` (transformers, our own continuous batching; CPU or one GPU)
+and `VLLMEngine` (vLLM's offline engine beside the trainer, CUDA only). README, "Rollouts", has the design.
 
     python rollout.py --model out/toy_sft --n 4        # roll out a few toy problems with a trained model, print them
     python rollout.py --model Qwen/Qwen3-0.6B --backend vllm --n 2 --max_response_len 4096   # on one GPU
@@ -417,14 +413,8 @@ class HFEngine(Engine):
     """transformers with a continuous-batching loop of our own: each poll() prefills the newly submitted turns (an
     episode's next turn only past its cached history) and merges them into the running batch, samples one token
     for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
-    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model.
-
-    Not transformers' continuous batching (`init_continuous_batching`, in 5.17 and 5.24): it samples the batch from
-    one global RNG, so which turns share a step would change the episodes, and on CPU it was 20x slower here (64 toy
-    prompts x 64 tokens: 42 s with `generate_batch`, 2.0 s with this loop). Usable for the toy, tests and small
-    evaluations: the dense cache holds every running turn at the longest one's length (Qwen3-0.6B: 112 KiB per token
-    in bf16, so 64 turns of 4k tokens take 28 GiB; the paper's 1,024 episodes of 23k tokens would take 2.6 TB: on
-    GPUs at paper settings use vLLM)."""
+    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model. Why not
+    transformers' continuous batching, and where the dense cache stops being usable: README, "Rollouts"."""
 
     def __init__(self, model, tokenizer, device="cpu"):
         self.model = copy.deepcopy(model).to(device).eval()
