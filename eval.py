@@ -15,9 +15,6 @@ sampling knob, so changing one never reuses stale samples.
 
 Outputs (in --out_dir): <bench>.json (knobs, metrics, pass@k curve, per-sample results), <bench>.md (report),
 <bench>.png (per-problem success rates, pass@k curve), <bench>.samples.jsonl (the resumable cache with responses).
-
-eval.py uses one GPU (vLLM or the HF engine on the current device); to use several, run one process per benchmark
-or per model with CUDA_VISIBLE_DEVICES set.
 """
 
 import hashlib
@@ -31,6 +28,7 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
+import common
 import data
 import reward
 import rollout
@@ -343,8 +341,8 @@ def model_files(path):
     return {f: os.path.getsize(os.path.join(path, f)) for f in sorted(os.listdir(path))}
 
 
-def make_engine(cfg, path, load_model):
-    """(engine, tokenizer, backend name); vLLM loads the weights itself, the HF engine from load_model."""
+def make_engine(cfg, path):
+    """(engine, tokenizer, backend name); vLLM loads the weights itself, the HF engine from common.load_model."""
     import importlib.util
 
     import torch
@@ -356,12 +354,11 @@ def make_engine(cfg, path, load_model):
         tok = AutoTokenizer.from_pretrained(path)
         return rollout.make_engine("vllm", path, tok, seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
                                    max_model_len=32768), tok, backend
-    model, tok = load_model(path)
+    model, tok = common.load_model(path)
     return rollout.make_engine("hf", path, tok, model=model), tok, backend
 
 
 def main(argv=None):
-    from common import load_model, parse_config, print_config, resolve_model_path
     argv = list(sys.argv[1:] if argv is None else argv)
     pair = None
     if "--compare" in argv:  # two positional paths, so take them out before the key=value parser sees them
@@ -369,7 +366,7 @@ def main(argv=None):
         pair, argv = argv[i + 1:i + 3], argv[:i] + argv[i + 3:]
         if len(pair) != 2 or any(p.startswith("--") for p in pair):
             raise SystemExit("usage: python eval.py --compare RUN_A.json RUN_B.json [--n_boot N] [--seed S]")
-    cfg = parse_config(Config, argv)
+    cfg = common.parse_config(Config, argv)
     if pair:
         out = compare_runs(*pair, cfg.n_boot, cfg.seed)
         print(format_compare(out, *pair))
@@ -379,12 +376,12 @@ def main(argv=None):
     if not cfg.model:
         raise SystemExit("eval: --model is required (a HF model directory, a run directory, a Hub id or toy:tiny)")
     cfg.protocol = cfg.protocol or ("clean" if cfg.bench == "toy" else "paper")
-    print_config(cfg)
+    common.print_config(cfg)
     tools = rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
-    path = resolve_model_path(cfg.model)
-    engine, tokenizer, backend = make_engine(cfg, path, load_model)
+    path = common.resolve_model_path(cfg.model)
+    engine, tokenizer, backend = make_engine(cfg, path)
     problems, dropped = drop_long_prompts(tokenizer, problems, cfg.max_prompt_len)
     print(f"eval: {cfg.bench}: {len(problems)} problems ({dropped} dropped as longer than {cfg.max_prompt_len} "
           f"tokens); protocol {tools.name}, grader {grading['grader']}, shaping {grading['shaping']}")
