@@ -198,13 +198,12 @@ def drop_long_prompts(tokenizer, problems, max_len):
 
 def grade(problem, j, ep, max_response_len, execute, grader, shaping):
     """One sample's record: the grade from the training reward, the TIR counters and the response itself."""
-    response_len = len(ep.ids) - len(ep.prompt_ids)
     s = reward.compute_score(problem["source"], ep.response_text, problem["ground_truth"], ep.num_turns,
-                             response_len, max_response_len, run=execute, grader=grader, shaping=shaping,
+                             ep.response_len, max_response_len, run=execute, grader=grader, shaping=shaping,
                              extra_info=problem.get("extra_info"))
     return dict(problem_id=problem["id"], sample=j, acc=bool(s["acc"]), score=float(s["score"]), pred=s["pred"],
                 num_turns=ep.num_turns, num_tool_calls=ep.num_tool_calls, tool_errors=ep.tool_errors,
-                tool_timeouts=ep.tool_timeouts, response_len=response_len, overlong=bool(ep.overlong),
+                tool_timeouts=ep.tool_timeouts, response_len=ep.response_len, overlong=bool(ep.overlong),
                 finish=ep.finish, response_text=ep.response_text)
 
 
