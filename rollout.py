@@ -23,6 +23,7 @@ import torch
 
 import common
 import data
+import sod_loss
 
 # -----------------------------------------------------------------------------
 # Tool calls
@@ -225,12 +226,7 @@ class Episode:
     @property
     def step_ids(self):
         """Assistant step (turn) index per token, -1 off the mask."""
-        out, k, prev = [], -1, 0
-        for m in self.mask:
-            k += m and not prev
-            out.append(k if m else -1)
-            prev = m
-        return out
+        return sod_loss.step_ids(torch.tensor([self.mask]))[0].tolist()
 
 
 def turn_seed(seed, episode, turn):
