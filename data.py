@@ -107,15 +107,19 @@ What is the sum of the numbers? Answer with a single integer. First I multiply, 
 """
 
 
-def toy_sft_text():
-    """A few rendered-looking toy trajectories as plain text: the BPE learns their frequent pieces."""
-    return "\n".join(json.dumps(c["messages"]) for c in toy_sft_conversations(16, seed=7))
+def _fast(tok, specials):
+    """A `tokenizers` Tokenizer as a PreTrainedTokenizerFast with Qwen3's eos and pad and our chat template."""
+    from transformers import PreTrainedTokenizerFast
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=specials, model_max_length=131072,
+                                   clean_up_tokenization_spaces=False)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 def make_toy_tokenizer(path=None, vocab_size=1024):
     """Build the toy tokenizer (deterministic); save it to `path` when given. Returns a PreTrainedTokenizerFast."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -126,12 +130,10 @@ def make_toy_tokenizer(path=None, vocab_size=1024):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     system = CHAT_TEMPLATE.split("{%- elif messages[0].role == 'system' %}")[0]  # the tools block, verbatim
+    sft = "\n".join(json.dumps(c["messages"]) for c in toy_sft_conversations(16, seed=7))  # solved trajectories
     tok.train_from_iterator([_CORPUS] * 4 + [system.replace("' }}", "").replace("'", "") + json.dumps(CLEAN_TOOLS)] * 8
-                            + [toy_sft_text()] * 2, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=SPECIAL_TOKENS[1:], model_max_length=131072,
-                                   clean_up_tokenization_spaces=False)
-    fast.chat_template = CHAT_TEMPLATE
+                            + [sft] * 2, trainer=trainer)
+    fast = _fast(tok, SPECIAL_TOKENS[1:])
     if path is not None:
         os.makedirs(path, exist_ok=True)
         fast.save_pretrained(path)
@@ -182,7 +184,6 @@ def make_qwen3_tokenizer(path=None):
     import base64
 
     from tokenizers import AddedToken, normalizers
-    from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     path = path or fetch_qwen3_bpe()
@@ -196,11 +197,7 @@ def make_qwen3_tokenizer(path=None):
         special = t.startswith("<|")
         (tok.add_special_tokens if special else tok.add_tokens)([AddedToken(t, special=special, normalized=False)])
     assert tok.token_to_id("</think>") == 151668, "the BPE file does not hold Qwen's 151,643 ranks"
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=[t for t in QWEN3_ADDED[1:] if t.startswith("<|")],
-                                   model_max_length=131072, clean_up_tokenization_spaces=False)
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return _fast(tok, [t for t in QWEN3_ADDED[1:] if t.startswith("<|")])
 
 
 # -----------------------------------------------------------------------------

@@ -15,9 +15,6 @@ sampling knob, so changing one never reuses stale samples.
 
 Outputs (in --out_dir): <bench>.json (knobs, metrics, pass@k curve, per-sample results), <bench>.md (report),
 <bench>.png (per-problem success rates, pass@k curve), <bench>.samples.jsonl (the resumable cache with responses).
-
-eval.py uses one GPU (vLLM or the HF engine on the current device); to use several, run one process per benchmark
-or per model with CUDA_VISIBLE_DEVICES set.
 """
 
 import hashlib
@@ -31,6 +28,7 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
+import common
 import data
 import reward
 import rollout
@@ -200,13 +198,12 @@ def drop_long_prompts(tokenizer, problems, max_len):
 
 def grade(problem, j, ep, max_response_len, execute, grader, shaping):
     """One sample's record: the grade from the training reward, the TIR counters and the response itself."""
-    response_len = len(ep.ids) - len(ep.prompt_ids)
     s = reward.compute_score(problem["source"], ep.response_text, problem["ground_truth"], ep.num_turns,
-                             response_len, max_response_len, run=execute, grader=grader, shaping=shaping,
+                             ep.response_len, max_response_len, run=execute, grader=grader, shaping=shaping,
                              extra_info=problem.get("extra_info"))
     return dict(problem_id=problem["id"], sample=j, acc=bool(s["acc"]), score=float(s["score"]), pred=s["pred"],
                 num_turns=ep.num_turns, num_tool_calls=ep.num_tool_calls, tool_errors=ep.tool_errors,
-                tool_timeouts=ep.tool_timeouts, response_len=response_len, overlong=bool(ep.overlong),
+                tool_timeouts=ep.tool_timeouts, response_len=ep.response_len, overlong=bool(ep.overlong),
                 finish=ep.finish, response_text=ep.response_text)
 
 
@@ -335,27 +332,19 @@ class Config:
     out_dir: str = ""  # "" = out/eval/<model slug>
 
 
-def resolve_model(spec):
-    """A run directory means its latest checkpoint's model; anything else is used as given."""
-    from common import latest_checkpoint
-    ckpt = latest_checkpoint(spec) if os.path.isdir(spec) else None
-    return os.path.join(ckpt, "model") if ckpt else spec
-
-
-def model_files(spec):
-    """Names and sizes of the model's files (a cheap fingerprint of which weights were evaluated)."""
-    path = resolve_model(spec)
+def model_files(path):
+    """Names and sizes of the model directory's files (a cheap fingerprint of which weights were evaluated); a Hub id
+    or toy:<size> as it is."""
     if not os.path.isdir(path):
         return path
     return {f: os.path.getsize(os.path.join(path, f)) for f in sorted(os.listdir(path))}
 
 
-def make_engine(cfg, load_model):
-    """(engine, tokenizer, backend name); vLLM loads the weights itself, the HF engine from load_model."""
+def make_engine(cfg, path):
+    """(engine, tokenizer, backend name); vLLM loads the weights itself, the HF engine from common.load_model."""
     import importlib.util
 
     import torch
-    path = resolve_model(cfg.model)
     backend = cfg.backend
     if backend == "auto":
         backend = "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
@@ -364,12 +353,11 @@ def make_engine(cfg, load_model):
         tok = AutoTokenizer.from_pretrained(path)
         return rollout.make_engine("vllm", path, tok, seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
                                    max_model_len=32768), tok, backend
-    model, tok = load_model(path)
+    model, tok = common.load_model(path)
     return rollout.make_engine("hf", path, tok, model=model), tok, backend
 
 
 def main(argv=None):
-    from common import load_model, parse_config, print_config
     argv = list(sys.argv[1:] if argv is None else argv)
     pair = None
     if "--compare" in argv:  # two positional paths, so take them out before the key=value parser sees them
@@ -377,7 +365,7 @@ def main(argv=None):
         pair, argv = argv[i + 1:i + 3], argv[:i] + argv[i + 3:]
         if len(pair) != 2 or any(p.startswith("--") for p in pair):
             raise SystemExit("usage: python eval.py --compare RUN_A.json RUN_B.json [--n_boot N] [--seed S]")
-    cfg = parse_config(Config, argv)
+    cfg = common.parse_config(Config, argv)
     if pair:
         out = compare_runs(*pair, cfg.n_boot, cfg.seed)
         print(format_compare(out, *pair))
@@ -387,17 +375,18 @@ def main(argv=None):
     if not cfg.model:
         raise SystemExit("eval: --model is required (a HF model directory, a run directory, a Hub id or toy:tiny)")
     cfg.protocol = cfg.protocol or ("clean" if cfg.bench == "toy" else "paper")
-    print_config(cfg)
+    common.print_config(cfg)
     tools = rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
-    engine, tokenizer, backend = make_engine(cfg, load_model)
+    path = common.resolve_model_path(cfg.model)
+    engine, tokenizer, backend = make_engine(cfg, path)
     problems, dropped = drop_long_prompts(tokenizer, problems, cfg.max_prompt_len)
     print(f"eval: {cfg.bench}: {len(problems)} problems ({dropped} dropped as longer than {cfg.max_prompt_len} "
           f"tokens); protocol {tools.name}, grader {grading['grader']}, shaping {grading['shaping']}")
     problems = problems[:cfg.limit] if cfg.limit > 0 else problems
     out_dir = cfg.out_dir or os.path.join("out", "eval", re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.model).strip("_."))
-    meta = dict(bench=cfg.bench, data=cfg.data or "default", model=cfg.model, model_files=model_files(cfg.model),
+    meta = dict(bench=cfg.bench, data=cfg.data or "default", model=cfg.model, model_files=model_files(path),
                 backend=backend, sandbox=cfg.sandbox, max_prompt_len=cfg.max_prompt_len, dropped_long_prompts=dropped)
     metrics = evaluate(engine, tokenizer, problems, cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_response_len=cfg.max_response_len, max_turns=cfg.max_turns, tools=tools,

@@ -5,12 +5,8 @@ exactly as sampled (mask 1, with the sampler's log-probs), then the ids of the t
 come from rendering the chat template once and taking the suffix. History is never re-rendered, so the ids the
 student sampled are the ids the student, the teacher and the loss see.
 
-Engines take one turn at a time: `submit(key, ids, max_new_tokens, temperature, top_p, seed)`, and `poll()` returns
-the turns that finished. Rollouts are continuous: an episode's next turn is submitted as soon as its own tool results
-are back while the others keep decoding; each turn is seeded, so timing never changes the episodes. `HFEngine`
-(transformers, our own continuous batching; CPU or one GPU) and `VLLMEngine` (vLLM's offline engine colocated with
-the trainer, CUDA only, imported lazily). The log-probs are those of the raw logits (temperature 1), comparable to
-the trainer's.
+Engines take one turn at a time (`Engine`): `HFEngine` (transformers, our own continuous batching; CPU or one GPU)
+and `VLLMEngine` (vLLM's offline engine beside the trainer, CUDA only). README, "Rollouts", has the design.
 
     python rollout.py --model out/toy_sft --n 4        # roll out a few toy problems with a trained model, print them
     python rollout.py --model Qwen/Qwen3-0.6B --backend vllm --n 2 --max_response_len 4096   # on one GPU
@@ -27,6 +23,7 @@ import torch
 
 import common
 import data
+import sod_loss
 
 # -----------------------------------------------------------------------------
 # Tool calls
@@ -229,12 +226,7 @@ class Episode:
     @property
     def step_ids(self):
         """Assistant step (turn) index per token, -1 off the mask."""
-        out, k, prev = [], -1, 0
-        for m in self.mask:
-            k += m and not prev
-            out.append(k if m else -1)
-            prev = m
-        return out
+        return sod_loss.step_ids(torch.tensor([self.mask]))[0].tolist()
 
 
 def turn_seed(seed, episode, turn):
@@ -252,13 +244,10 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
     submitted the moment its own tool results are back, while the other episodes keep decoding. sync: each turn
     waits for every active episode's generation, then for every tool call (the classic turn-synchronous loop).
     Turn t of episode i is sampled with seed turn_seed(seed, i, t), so both modes and any tool timing give the
-    same episodes; seed None draws one from torch's global RNG (a caller that seeds torch stays reproducible).
-    An engine with only a batch `generate` runs through BatchEngine, which has no per-turn seeds: always sync."""
+    same episodes; seed None draws one from torch's global RNG (a caller that seeds torch stays reproducible)."""
     import queue
     if mode not in ("continuous", "sync"):
         raise ValueError(f"rollout: unknown mode {mode!r} (continuous, sync)")
-    if not hasattr(engine, "submit"):
-        engine, mode = BatchEngine(engine), "sync"
     tools = tools or tool_protocol("clean")
     if execute is None:
         import sandbox
@@ -383,24 +372,6 @@ class Engine:
         return [out[i] for i in range(len(prompts))]
 
 
-class BatchEngine(Engine):
-    """Drives an object with a batch `generate(prompts, max_new_tokens, temperature, top_p)` (a scripted engine in
-    a test, a remote service): every poll samples all queued turns in one call; seeds are not used."""
-
-    def __init__(self, inner):
-        self.inner, self.queue = inner, []
-
-    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
-        self.queue.append((key, ids, max_new_tokens, temperature, top_p))
-
-    def poll(self):
-        q, self.queue = self.queue, []
-        if not q:
-            return []
-        outs = self.inner.generate([r[1] for r in q], max(r[2] for r in q), q[0][3], q[0][4])
-        return [(r[0], *out) for r, out in zip(q, outs)]
-
-
 def checked_weights(named_tensors, params):
     """The (name, tensor) pairs, checked against params {HF name: parameter} (tied names share one parameter): a
     name the engine lacks, a shape mismatch, or, once exhausted, a parameter no name covered is an error."""
@@ -438,15 +409,9 @@ class HFEngine(Engine):
     """transformers with a continuous-batching loop of our own: each poll() prefills the newly submitted turns (an
     episode's next turn only past its cached history) and merges them into the running batch, samples one token
     for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
-    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model (or a shared one).
-
-    Not transformers' continuous batching (`init_continuous_batching`, in 5.17 and 5.24): it samples the batch from
-    one global RNG, so which turns share a step would change the episodes, and on CPU it was 20x slower here (64 toy
-    prompts x 64 tokens: 42 s with `generate_batch`, 2.0 s with this loop). Usable for the toy, tests and small
-    evaluations: the dense cache holds every running turn at the longest one's length (Qwen3-0.6B: 112 KiB per token
-    in bf16, so 64 turns of 4k tokens take 28 GiB; the paper's 1,024 episodes of 23k tokens would take 2.6 TB: on
-    GPUs at paper settings use vLLM). `share=True` samples from `model` itself (same device), for a trainer that
-    updates it in place and never shards it: no copy, and update_weights finds the very tensors it holds."""
+    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model, or, with `share=True`,
+    on `model` itself (a trainer that updates it in place and never shards it). Why not
+    transformers' continuous batching, and where the dense cache stops being usable: README, "Rollouts"."""
 
     def __init__(self, model, tokenizer, device="cpu", share=False):
         assert not share or model.device == torch.device(device), "rollout: a shared model must be on the device"

@@ -4,12 +4,13 @@ HF engine.
     python tests/sod_worker.py [--scripted | --lengths] [--sgd] [--dump_engine] -- --out_dir OUT --max_steps 2 ...
     (everything after -- is train_sod's)
 
---scripted: every episode calls the tool once (`print(2 + 3)`) and then answers 5 or 6 (a coin flip from torch's
-global RNG, so resume must restore it). --lengths: the same script, but a pure function of the prompt: its thinking
-is 0-3 sentences long and its answer depends on the prompt and on which copy of the group it is, so episodes differ
-in length (and micro-batch counts differ between ranks) and one process sees exactly the episodes that two do.
+--scripted: every episode calls the tool once (`print(2 + 3)`) and then answers 5 or 6 (a coin flip from the turn's
+seed, which rollout draws from torch's global RNG, so resume must restore it). --lengths: the same script, but a pure
+function of the prompt: its thinking is 0-3 sentences long and its answer depends on the prompt and on which copy of
+the group it is, so episodes differ in length (and micro-batch counts differ between ranks) and one process sees
+exactly the episodes that two do.
 Either engine reports the true log-probs of what it emits under its own copy of the student (the train-vs-sampler
-mismatch must be ~0) and behaves like vLLM's sleep mode: it refuses to generate while its weights or its KV cache
+mismatch must be ~0) and behaves like vLLM's sleep mode: it refuses to sample while its weights or its KV cache
 sleep, and a weight update wakes the weights only. Its update_weights is strict, as the engine interface says.
 --sgd: plain SGD instead of AdamW, so the update is linear in the gradient (no Adam sign-flips of ~0 gradients).
 --dump_engine: each rank writes its engine's weights to OUT/engine_rank{r}.pt at the end (the real HF engine).
@@ -31,28 +32,28 @@ TURN_2 = "<think>\nIt printed it.\n</think>\n\nThe answer is \\boxed{%d}.<|im_en
 class ScriptedEngine:
     def __init__(self, model, tok, path, deterministic):
         self.model, self.tok, self.deterministic = copy.deepcopy(model).eval(), tok, deterministic
-        self.asleep = set()
+        self.asleep, self.done = set(), []
         print(f"scripted engine: model path {path}", flush=True)
 
-    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
+    def submit(self, key, p, max_new_tokens, temperature, top_p, seed):
         if self.asleep:
-            raise RuntimeError(f"engine: generate while {sorted(self.asleep)} asleep (vLLM would wait forever)")
-        out, seen = [], {}
-        for p in prompts:
-            first = self.tok.decode(p).count("<tool_response>") == 0
-            copy_k = seen[tuple(p)] = seen.get(tuple(p), -1) + 1  # which member of the group, in a grouped call
-            if self.deterministic:
-                text = TURN_1 % (" Let me think." * 12 * (sum(p) // 2 % 4)) if first else \
-                    TURN_2 % (5 + (sum(p) + copy_k) % 2)
-            else:
-                text = TURN_1 % "" if first else TURN_2 % int(5 + torch.randint(0, 2, ()).item())
-            new = self.tok.encode(text, add_special_tokens=False)[:max_new_tokens]
-            with torch.no_grad():
-                logits = self.model(torch.tensor([p + new])).logits[0, len(p) - 1:-1].float()
-            lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(new)[:, None])[:, 0]
-            out.append((new, lp.tolist(), "stop" if new[-1] == self.tok.convert_tokens_to_ids("<|im_end|>")
-                        else "length"))
-        return out
+            raise RuntimeError(f"engine: sampling while {sorted(self.asleep)} asleep (vLLM would wait forever)")
+        first = self.tok.decode(p).count("<tool_response>") == 0
+        if self.deterministic:  # key: the episode's index, so copies of a prompt (contiguous, G even) alternate
+            text = TURN_1 % (" Let me think." * 12 * (sum(p) // 2 % 4)) if first else TURN_2 % (5 + (sum(p) + key) % 2)
+        else:
+            coin = torch.randint(0, 2, (), generator=torch.Generator().manual_seed(seed)).item()
+            text = TURN_1 % "" if first else TURN_2 % (5 + coin)
+        new = self.tok.encode(text, add_special_tokens=False)[:max_new_tokens]
+        with torch.no_grad():
+            logits = self.model(torch.tensor([p + new])).logits[0, len(p) - 1:-1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(new)[:, None])[:, 0]
+        self.done.append((key, new, lp.tolist(),
+                          "stop" if new[-1] == self.tok.convert_tokens_to_ids("<|im_end|>") else "length"))
+
+    def poll(self):
+        done, self.done = self.done, []
+        return done
 
     def update_weights(self, named_tensors):
         own = dict(self.model.named_parameters())  # tied weights once, as full_params yields them

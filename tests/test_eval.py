@@ -133,14 +133,17 @@ def test_compare_runs_paired(tmp_path):
 
 
 class CountingEngine:
-    """Wraps an engine and counts the episodes it is asked to start (first-turn prompts)."""
+    """Wraps an engine and counts the turns it is asked to sample."""
 
     def __init__(self, engine):
         self.engine, self.prompts = engine, 0
 
-    def generate(self, prompts, *args):
-        self.prompts += len(prompts)
-        return self.engine.generate(prompts, *args)
+    def submit(self, *args):
+        self.prompts += 1
+        self.engine.submit(*args)
+
+    def poll(self):
+        return self.engine.poll()
 
 
 def test_toy_eval_end_to_end_and_resume(tmp_path):

@@ -200,14 +200,15 @@ def test_tool_response_ids_paper_has_no_newline_after_im_end():
 
 class Scripted:
     def __init__(self, tok, turns):
-        self.tok, self.turns = tok, turns
+        self.tok, self.turns, self.done = tok, turns, []
 
-    def generate(self, prompts, max_new_tokens, temperature, top_p):
-        out = []
-        for p in prompts:
-            t = self.tok.encode(self.turns[self.tok.decode(p).count("<tool_response>")], add_special_tokens=False)
-            out.append((t, [-0.5] * len(t), "stop"))
-        return out
+    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
+        t = self.tok.encode(self.turns[self.tok.decode(ids).count("<tool_response>")], add_special_tokens=False)
+        self.done.append((key, t, [-0.5] * len(t), "stop"))
+
+    def poll(self):
+        done, self.done = self.done, []
+        return done
 
 
 def test_rollout_paper_ids_and_the_episode_ending_on_an_unparsable_turn():

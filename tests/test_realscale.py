@@ -172,11 +172,15 @@ class Scripted:
     """An engine that answers each call with the next scripted turn's ids (log-prob -1 per token)."""
 
     def __init__(self, turns):
-        self.turns = list(turns)
+        self.turns, self.done = list(turns), []
 
-    def generate(self, prompts, max_new_tokens, temperature=1.0, top_p=1.0):
+    def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
         ids = self.turns.pop(0)
-        return [(ids, [-1.0] * len(ids), "stop") for _ in prompts]
+        self.done.append((key, ids, [-1.0] * len(ids), "stop"))
+
+    def poll(self):
+        done, self.done = self.done, []
+        return done
 
     def sleep(self):
         pass

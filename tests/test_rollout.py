@@ -474,11 +474,18 @@ def test_hf_end_to_end_with_the_real_sandbox(tok, model):
     forced = (CALL % "2 ** 100") + "<|im_end|>"
 
     class ForcedFirstTurn:
-        def generate(self, prompts, max_new_tokens, temperature, top_p):
-            if all("<tool_response>" not in tok.decode(p) for p in prompts):
-                ids = enc(tok, forced)
-                return [(ids, full_forward_logp(model, p + ids)[len(p) - 1:].tolist(), "stop") for p in prompts]
-            return eng.generate(prompts, max_new_tokens, temperature, top_p)
+        def __init__(self):
+            self.done = []
+
+        def submit(self, key, p, *args):
+            if "<tool_response>" in tok.decode(p):
+                return eng.submit(key, p, *args)
+            ids = enc(tok, forced)
+            self.done.append((key, ids, full_forward_logp(model, p + ids)[len(p) - 1:].tolist(), "stop"))
+
+        def poll(self):
+            done, self.done = self.done + eng.poll(), []
+            return done
     torch.manual_seed(1)
     p = prompt(tok)
     eps = rollout.rollout(ForcedFirstTurn(), tok, [p, p], max_turns=3, max_response_len=120,
