@@ -409,9 +409,9 @@ class HFEngine(Engine):
     """transformers with a continuous-batching loop of our own: each poll() prefills the newly submitted turns (an
     episode's next turn only past its cached history) and merges them into the running batch, samples one token
     for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
-    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model, or, with `share=True`,
-    on `model` itself (a trainer that updates it in place and never shards it). Why not
-    transformers' continuous batching, and where the dense cache stops being usable: README, "Rollouts"."""
+    padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model, or, with
+    `share=True`, on `model` itself (a trainer that updates it in place and never shards it). Why not transformers'
+    continuous batching, and where the dense cache stops being usable: README, "Rollouts"."""
 
     def __init__(self, model, tokenizer, device="cpu", share=False):
         assert not share or model.device == torch.device(device), "rollout: a shared model must be on the device"
