@@ -265,7 +265,7 @@ def _run_script(code, echo):
         return MEMORY_EXIT if isinstance(e, MemoryError) else 1
 
 
-def _sandbox(srv, ctrl, view, uid, scratch):
+def _sandbox(srv, ctrl, view, uid, scratch, server):
     """A waiting sandbox: enter the namespaces (or, in the fallback, a scratch dir and uid), take one call from the
     listening socket `srv`, pass its connection and timeout to the server over `ctrl`, run it, answer, exit."""
     rc, t0 = 1, time.monotonic()
@@ -282,7 +282,9 @@ def _sandbox(srv, ctrl, view, uid, scratch):
             os.setuid(uid)
             _libc.prctl(4, 1, 0, 0, 0)
         _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG (after the uid change, which clears it): the
-        os.chdir(scratch or "/tmp")  # fallback's sandboxes go with the server too
+        if view is None and os.getppid() != server:  # fallback's sandboxes go with the server too, also when it
+            os._exit(1)  # died before the line above
+        os.chdir(scratch or "/tmp")
         os.environ.clear()
         os.environ.update(SANDBOX_ENV)
         exec(compile_script("_ = repr([1, 'a'])\n_")[0], {})  # touch now the pages a call writes (copy-on-write)
@@ -355,16 +357,20 @@ def fork_server(sock_dir):
               file=sys.stderr, flush=True)
     else:
         _isolate_server(dirs)
+        parent = os.pidfd_open(os.getpid())
         if (server := os.fork()) != 0:  # the server is PID 1 of its namespace: all sandboxes die with it
             os._exit(max(0, os.waitstatus_to_exitcode(os.waitpid(server, 0)[1])))
         _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the pool killed the parent, so go too
+        if select.select([parent], [], [], 0)[0]:  # it died before the line above (its pid is not visible here)
+            os._exit(1)
+        os.close(parent)
     print("ready", "fallback" if why else "isolated", flush=True)
     _serve(srv, None if why else _scratch_dirs(dirs))
 
 
 def _serve(srv, view):
     """Keep WARM sandboxes waiting; end each call at its timeout, the client's cancel or its sandbox's exit."""
-    sel, boxes, count = selectors.DefaultSelector(), {}, itertools.count()
+    sel, boxes, count, server = selectors.DefaultSelector(), {}, itertools.count(), os.getpid()
     own_pid_ns = view is not None and os.open("/proc/self/ns/pid", os.O_RDONLY)
     sel.register(0, selectors.EVENT_READ, ("stdin", None))
 
@@ -378,7 +384,7 @@ def _serve(srv, view):
             _unshare(NEWPID)  # the next child is init of a new PID namespace
         if (pid := os.fork()) == 0:
             ours.close()
-            _sandbox(srv, theirs, view, uid, scratch)
+            _sandbox(srv, theirs, view, uid, scratch, server)
         if view is not None:
             _check(_libc.setns(own_pid_ns, NEWPID), "setns")
         theirs.close()
