@@ -343,17 +343,23 @@ def retokenize_drift(episodes, tokenizer):
 def sample_token(logits, temperature, top_p, u=None):
     """Sample from (B, V) logits: temperature, then the nucleus (the smallest prefix of the sorted probabilities
     whose mass reaches top_p), by inverse CDF on uniforms u (B,) (torch.rand when None); temperature 0 is greedy.
-    temperature and top_p are floats or (B,) tensors."""
+    temperature and top_p are floats or (B,) tensors (kept on the CPU: top_p = 1 everywhere skips the sort, the
+    costliest part over a 151,936-token vocabulary on a CPU; the inverse CDF then runs in vocabulary order)."""
     B = logits.shape[0]
     t = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(B)[:, None]
-    p = torch.as_tensor(top_p, dtype=torch.float32, device=logits.device).expand(B)[:, None]
-    sorted_p, order = torch.softmax(logits.float() / torch.where(t > 0, t, 1.0), -1).sort(-1, descending=True)
-    sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= p, 0.0)
-    cdf = sorted_p.cumsum(-1)
+    probs = torch.softmax(logits.float() / torch.where(t > 0, t, 1.0), -1)
+    order = None
+    if bool((torch.as_tensor(top_p) < 1).any()):
+        p = torch.as_tensor(top_p, dtype=torch.float32, device=logits.device).expand(B)[:, None]
+        probs, order = probs.sort(-1, descending=True)
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= p, 0.0)
+    cdf = probs.cumsum(-1)
     u = torch.rand(B, device=logits.device) if u is None else u.to(logits.device)
     k = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)  # the first k with cdf[k] > u * mass
-    k = torch.minimum(k, (sorted_p > 0).sum(-1, keepdim=True) - 1)  # u * mass rounding up onto the total
-    return torch.where(t[:, 0] > 0, order.gather(-1, k)[:, 0], logits.argmax(-1))
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).long().argmax(-1, keepdim=True)
+    k = torch.minimum(k, last)  # u * mass rounding up onto the total: the last token of positive probability
+    tok = k[:, 0] if order is None else order.gather(-1, k)[:, 0]
+    return torch.where(t[:, 0] > 0, tok, logits.argmax(-1))
 
 
 class Engine:
@@ -414,10 +420,13 @@ class HFEngine(Engine):
     continuous batching, and where the dense cache stops being usable: README, "Rollouts"."""
 
     def __init__(self, model, tokenizer, device="cpu", share=False):
-        assert not share or model.device == torch.device(device), "rollout: a shared model must be on the device"
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" names the current GPU, as .to() reads it
+            device = torch.device("cuda", torch.cuda.current_device())
+        assert not share or model.device == device, f"rollout: a shared model must be on {device}, not {model.device}"
         self.model = (model if share else copy.deepcopy(model).to(device)).eval()
         self.params = dict(self.model.named_parameters(remove_duplicate=False))
-        self.device, self.tok = torch.device(device), tokenizer
+        self.device, self.tok = device, tokenizer
         self.stop = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")}
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # the KV-cache argument of forward() was renamed past_key_values -> cache within transformers 5.x

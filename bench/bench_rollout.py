@@ -97,6 +97,12 @@ def toy_run(model, tok, problems, mode, execute):
     return time.perf_counter() - t0, eps
 
 
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="out/toy/student_sft", help="a toy SFT model (run dir or HF dir)")
@@ -149,6 +155,15 @@ def main():
     same = all(a.ids == b.ids for a, b in zip(eps["sync"], eps["continuous"]))
     print(f"same episodes in both modes: {'yes' if same else 'NO'}")
     ratios["cpu-toy"] = min(best["sync"]) / min(best["continuous"])
+
+    print(f"\n(c) sample_token over Qwen3's 151,936-token vocabulary ({args.threads} thread(s)), best of 5: "
+          "top_p = 1 (no sort) vs a nucleus (top_p = 0.95: the sort)")
+    for B in (1, 64):
+        logits = torch.randn(B, 151936) * 3
+        t = {}
+        for top_p in (1.0, 0.95):
+            t[top_p] = min(timed(rollout.sample_token, logits, 1.0, top_p) for _ in range(5))
+        print(f"batch {B}: {t[1.0] * 1e3:.2f} ms vs {t[0.95] * 1e3:.2f} ms: {t[0.95] / t[1.0]:.1f}x")
     print(f"continuous/sync at the toy's shape, simulated: {ratios['sim-toy']:.2f}x")
     print(f"continuous/sync: sim-paper {ratios['sim-paper']:.2f}x, cpu-toy {ratios['cpu-toy']:.2f}x")
 

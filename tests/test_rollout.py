@@ -325,6 +325,23 @@ def test_sample_token_distribution(temperature, top_p, want):
     assert all(g == 0 for g, w in zip(got.tolist(), want) if w == 0)
 
 
+def test_sample_token_unsorted_vocabulary_and_mixed_rows():
+    """Probabilities in no particular order, an impossible token, and rows with and without a nucleus in one batch:
+    each row's frequencies match its own distribution (top_p = 1 takes the path without the sort)."""
+    torch.manual_seed(0)
+    p = torch.tensor([0.15, 0.0, 0.5, 0.05, 0.3])
+    logits = p.log().repeat(200_000, 1)
+    top_p = torch.tensor([1.0, 0.7]).repeat(100_000)
+    tok = rollout.sample_token(logits, 1.0, top_p)
+    full = torch.bincount(tok[0::2], minlength=5).float() / 100_000
+    nucleus = torch.bincount(tok[1::2], minlength=5).float() / 100_000
+    assert torch.allclose(full, p, atol=0.006) and full[1] == 0
+    assert torch.allclose(nucleus, torch.tensor([0.0, 0.0, 0.625, 0.0, 0.375]), atol=0.006)
+    assert nucleus[[0, 1, 3]].sum() == 0
+    u = torch.tensor([0.0, 1.0, 1.0 - 1e-9])  # the ends of the inverse CDF: never the zero-probability token
+    assert rollout.sample_token(p.log().repeat(3, 1), 1.0, 1.0, u).tolist() == [0, 4, 4]
+
+
 def test_sample_token_greedy():
     logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
     assert rollout.sample_token(logits, 0.0, 0.5).tolist() == [1, 0]
