@@ -41,6 +41,7 @@ import os
 import resource
 import select
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -557,6 +558,23 @@ def run_code(code, timeout=10.0, memory_mb=2048, *, stdin="", max_chars=MAX_CHAR
         return _POOL.run(req)
     except Exception as e:
         return ExecResult("killed", "", f"sandbox failure: {e!r}", 0.0)
+
+
+def as_unprivileged(argv, home, uid=65534):
+    """The command that runs `argv` as `uid`, for a root caller checking what an ordinary user gets: in a private
+    mount namespace where the interpreter stays reachable though it may live under a directory closed to others
+    (like /root), which an open tmpfs covers, the interpreter's prefix bound back into it. `home`: a world-readable
+    folder of the caller's (HOME and PYTHONPATH of the command; the parked mounts live there)."""
+    script, closed = ["set -e"], set()
+    for i, d in enumerate(sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})):
+        if top := _closed(d):
+            script += [f"mkdir -p {home}/park{i}", f"mount --bind {d} {home}/park{i}"]
+            script += [f"mount -t tmpfs -o mode=755 tmpfs {top}"] if top not in closed else []
+            script += [f"mkdir -p {d}", f"mount --bind {home}/park{i} {d}"]
+            closed.add(top)
+    script.append(f"exec setpriv --reuid={uid} --regid={uid} --clear-groups env HOME={home} PYTHONPATH={home} "
+                  + shlex.join(argv))
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
 
 
 def to_fusion(r):

@@ -124,27 +124,16 @@ def breakdown():
 
 
 def as_unprivileged(argv):
-    """Run this bench again as uid 65534 on a world-readable copy, the interpreter reachable (it may be under /root)."""
+    """Run this bench again as uid 65534 on a world-readable copy of its files."""
     copy = tempfile.mkdtemp(prefix="sandbox-bench-")
     os.makedirs(f"{copy}/bench")
     for f in ("sandbox.py", "bench/bench_sandbox.py"):
         shutil.copy(os.path.join(ROOT, f), f"{copy}/{f}")
     for d in (copy, f"{copy}/bench"):
         os.chmod(d, 0o755)
-    script, closed = ["set -e"], set()
-    for i, d in enumerate(sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})):
-        parts = d.split(os.sep)
-        top = next((t for t in (os.sep.join(parts[:j]) for j in range(2, len(parts) + 1))
-                    if not os.stat(t).st_mode & 0o001), None)
-        if top:
-            script += [f"mkdir -p {copy}/park{i}", f"mount --bind {d} {copy}/park{i}"]
-            script += [f"mount -t tmpfs -o mode=755 tmpfs {top}"] if top not in closed else []
-            script += [f"mkdir -p {d}", f"mount --bind {copy}/park{i} {d}"]
-            closed.add(top)
-    script.append(f"exec setpriv --reuid=65534 --regid=65534 --clear-groups env HOME={copy} {sys.executable} "
-                  f"{copy}/bench/bench_sandbox.py {' '.join(argv)} --as_root_only")
     try:
-        subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)], check=True)
+        subprocess.run(sandbox.as_unprivileged([sys.executable, f"{copy}/bench/bench_sandbox.py", *argv,
+                                                "--as_root_only"], copy), check=True)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
