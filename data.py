@@ -363,6 +363,21 @@ def toy_problems(n, seed):
     return out
 
 
+def _traceback(code):
+    """What the model reads back under the clean protocol when `code` (ours, raising) runs in the sandbox: the
+    traceback as sandbox.py formats it with this interpreter's version, from an in-process run."""
+    import contextlib
+    import io
+    import sys
+
+    import sandbox
+    err, argv = io.StringIO(), sys.argv
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert sandbox._run_script(code, echo=True) != 0
+    sys.argv = argv
+    return err.getvalue().strip()
+
+
 def toy_sft_conversations(n, seed):
     """Solved toy trajectories in the SFT format (messages + tools): call the tool, read it, answer; two-step
     problems call twice (copying the first result into the second call); a quarter of the trajectories first make
@@ -375,7 +390,7 @@ def toy_sft_conversations(n, seed):
         msgs = list(p["prompt_messages"])
         if rng.random() < 0.25:
             msgs += [_call(f"print({a} * x)", "I compute it with code."),
-                     {"role": "tool", "content": "NameError: name 'x' is not defined"}]
+                     {"role": "tool", "content": _traceback(f"print({a} * x)")}]
             first = "The code had a typo. I fix it."
         else:
             first = "I compute it with code."

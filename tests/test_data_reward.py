@@ -1,13 +1,13 @@
 """data.py (the toy task, the toy tokenizer) and reward.py (the lenient grader, speed on pathological text); the
 paper protocol's datasets, tool I/O and grading table are in test_protocol.py."""
-import subprocess
-import sys
 import time
 
 import pytest
 
 import data
 import reward
+import rollout
+import sandbox
 
 # -----------------------------------------------------------------------------
 # toy task
@@ -29,11 +29,11 @@ def test_toy_sft_conversations_run_and_render():
     assert any(m["role"] == "tool" and "Error" in m["content"] for c in convs for m in c["messages"])  # recoveries
     for conv, prob in zip(convs, data.toy_problems(40, seed=4)):
         msgs = conv["messages"]
-        for m, nxt in zip(msgs, msgs[1:]):  # each call's code, run for real, prints what the tool message says
-            if m.get("tool_calls"):
+        for m, nxt in zip(msgs, msgs[1:]):  # each call's code, run in the sandbox, reads back as the tool message
+            if m.get("tool_calls"):  # (what a rollout under the clean protocol would show the model, byte for byte)
                 code = m["tool_calls"][0]["function"]["arguments"]["code"]
-                r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-                assert (r.stdout.strip() if r.returncode == 0 else r.stderr.strip().splitlines()[-1]) == nxt["content"]
+                call = {"name": "code_interpreter", "arguments": {"code": code}}
+                assert rollout.observation(call, sandbox.run_code(code), 4096) == nxt["content"]
         assert reward.grade_math(msgs[-1]["content"], prob["ground_truth"])
         text = tok.apply_chat_template(msgs, tools=conv["tools"], tokenize=False)
         assert text.count('<tool_call>\n{"name": "code_interpreter"') == sum(bool(m.get("tool_calls")) for m in msgs)
