@@ -1,5 +1,5 @@
 """train_sod.main, one step per algo, on a scripted policy whose group mixes right and wrong answers: the update
-must raise the log-probs of the rewarded responses and lower the others' (the sign of the PPO step), and the
+must raise the log-probs of the rewarded responses relative to the others' (the sign of the PPO step), and the
 in-training validation must report the accuracy the script implies.
 
 The policy is scripted by replacing rollout.rollout (the agreed entry point) with a function that builds each
@@ -8,8 +8,9 @@ episodes of a call and off by one for the odd ones. Every run uses student = tea
 weights), so the teacher's log-probs equal the student's, the distillation term τ − s is exactly 0 and every algo's
 advantage is the GRPO one: +a on the right episodes, −a on the wrong ones, a > 0. The gradient of the first PPO
 update (ratio 1) is then −a/N · ∇(Σ_right log p − Σ_wrong log p); the tokens the right and wrong episodes share in
-the same context cancel, so to first order any descent step raises Σ_right log p − Σ_wrong log p, and with these
-two scripted responses the right ones rise and the wrong ones fall.
+the same context cancel, so to first order any descent step raises Σ_right log p − Σ_wrong log p: every right episode
+gains more than any wrong one, and the right ones rise. (Whether the wrong ones fall in absolute terms depends on
+how much the tokens after the differing digit generalise across the two contexts, i.e. on the tokenizer's merges.)
 """
 import json
 import os
@@ -103,7 +104,7 @@ def step_weights_by_hand(s, t, mask, eps=1e-6, delta=0.2):
 
 
 @pytest.mark.parametrize("algo", ["grpo", "opd", "sod", "gated"])
-def test_one_update_raises_rewarded_and_lowers_unrewarded(algo, tmp_path, monkeypatch, fresh_env):
+def test_one_update_raises_rewarded_above_unrewarded(algo, tmp_path, monkeypatch, fresh_env):
     calls, rows = run_main(tmp_path, monkeypatch, "--algo", algo, "--val_bench", "")
     eps = calls[-1]
     G = len(eps)  # the whole group of the single prompt (configs/toy.py's group size)
@@ -116,8 +117,7 @@ def test_one_update_raises_rewarded_and_lowers_unrewarded(algo, tmp_path, monkey
     delta = [seq_logp(after, e) - seq_logp(before, e) for e in eps]
     right = [d for d, e in zip(delta, eps) if e.acc]
     wrong = [d for d, e in zip(delta, eps) if not e.acc]
-    assert min(right) > 0 > max(wrong), delta
-    assert min(right) - max(wrong) > 1e-3, delta  # a real move, not rounding
+    assert min(right) > 0 and min(right) - max(wrong) > 1e-3, delta  # a real move, not rounding
 
 
 def test_validation_inside_training_reports_the_scripted_accuracy(tmp_path, monkeypatch, fresh_env):
