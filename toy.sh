@@ -18,8 +18,8 @@ sft() {  # name, model size, steps; skips what already exists
     else python train_sft.py --config configs/toy_sft.py --model "toy:$2" --out_dir "$OUT/$1" --max_steps "$3"; fi
     [ -f "$OUT/eval_$1/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$1" --out_dir "$OUT/eval_$1"
 }
-sft teacher_sft toy_teacher 500
-sft student_sft toy_student 400
+sft teacher_sft toy_teacher 1000
+sft student_sft toy_student 700
 python train_sod.py --config configs/toy.py --student "$OUT/student_sft" --teacher "$OUT/teacher_sft" \
     --algo "$ALGO" --seed "$SEED" --out_dir "$OUT/$RUN"
 python eval.py "${EVAL[@]}" --model "$OUT/$RUN" --out_dir "$OUT/eval_$RUN"
