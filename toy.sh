@@ -13,13 +13,14 @@ SEED=${SEED:-0}
 RUN=$ALGO$([ "$SEED" = 0 ] || echo "_seed$SEED")
 EVAL=(--bench toy --k 4 --limit 64 --top_p 1.0 --max_response_len 256 --max_turns 4)  # the distribution RL trains
 t0=$SECONDS
-sft() {  # name, model size, steps; skips what already exists
+sft() {  # name, model size, steps, learning rate; skips what already exists
     if compgen -G "$OUT/$1/step_*" > /dev/null; then echo "toy.sh: reusing $OUT/$1"
-    else python train_sft.py --config configs/toy_sft.py --model "toy:$2" --out_dir "$OUT/$1" --max_steps "$3"; fi
+    else python train_sft.py --config configs/toy_sft.py --model "toy:$2" --out_dir "$OUT/$1" --max_steps "$3" \
+        --lr "$4"; fi
     [ -f "$OUT/eval_$1/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$1" --out_dir "$OUT/eval_$1"
 }
-sft teacher_sft toy_teacher 1000
-sft student_sft toy_student 700
+sft teacher_sft toy_teacher 1000 1e-3  # the deeper model: at 2e-3 its plateau outlasts the run
+sft student_sft toy_student 700 2e-3
 python train_sod.py --config configs/toy.py --student "$OUT/student_sft" --teacher "$OUT/teacher_sft" \
     --algo "$ALGO" --seed "$SEED" --out_dir "$OUT/$RUN"
 python eval.py "${EVAL[@]}" --model "$OUT/$RUN" --out_dir "$OUT/eval_$RUN"
