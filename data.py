@@ -372,9 +372,13 @@ def _traceback(code):
 
     import sandbox
     err, argv = io.StringIO(), sys.argv
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        assert sandbox._run_script(code, echo=True) != 0
-    sys.argv = argv
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            rc = sandbox._run_script(code, echo=True)
+    finally:
+        sys.argv = argv  # _run_script sets it for the code
+    if rc == 0:
+        raise ValueError(f"toy SFT: {code!r} was meant to fail")
     return err.getvalue().strip()
 
 
