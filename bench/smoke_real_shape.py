@@ -1,8 +1,8 @@
 """Smoke run at real scale on CPU: the Qwen3-0.6B shape (random weights) with Qwen3's real tokenizer through every
 real code path, each phase in its own process, with its wall time and peak resident memory.
 
-    flock /tmp/sod-heavy.lock python bench/smoke_real_shape.py          # 6-7 min on 2 cores, 12.2 GiB peak
-    python bench/smoke_real_shape.py --shape tiny                       # the same paths at a tiny size, ~1 min
+    python bench/smoke_real_shape.py                # 6-7 min on 2 idle cores, 12.2 GiB peak
+    python bench/smoke_real_shape.py --shape tiny   # the same paths at a tiny size, ~1 min
 
 Phases: `init` writes the base model as real checkpoints come (bf16 on disk, with the tokenizer); `ledger`
 measures what the SOD step holds besides the student (the HF engine's copy, none in one process; the teacher as it
