@@ -146,6 +146,18 @@ def destroy_dist():
         tdist.destroy_process_group()
 
 
+def exit_process(code=0):
+    """End a script whose work is done without finalizing the interpreter (call it last, from __main__). A gloo worker
+    thread can still be releasing the last collective's tensors, which takes the GIL; a thread that takes the GIL
+    while the interpreter finalizes is ended by pthread_exit, which unwinds through a noexcept destructor and aborts
+    the process (std::terminate) after all its work is done: seen in about one 2-process CPU run in fifteen."""
+    if "wandb" in sys.modules and getattr(sys.modules["wandb"], "run", None) is not None:
+        sys.modules["wandb"].finish()  # what its atexit hook would do
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def print0(*args, **kwargs):
     if not tdist.is_initialized() or tdist.get_rank() == 0:
         print(*args, **kwargs, flush=True)

@@ -363,29 +363,33 @@ def toy_problems(n, seed):
     return out
 
 
-def _traceback(code):
-    """What the model reads back under the clean protocol when `code` (ours, raising) runs in the sandbox: the
-    traceback as sandbox.py formats it with this interpreter's version, from an in-process run."""
+def _tool_reply(code, protocol):
+    """What the model reads back when `code` (ours) runs in the sandbox under `protocol` (rollout.ToolProtocol's
+    name): the sandbox's own script runner, in process, so a traceback is formatted as sandbox.py formats it with
+    this interpreter's version; then the protocol's reply text for that result."""
     import contextlib
     import io
     import sys
 
+    import rollout
     import sandbox
-    err, argv = io.StringIO(), sys.argv
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    paper = protocol == "paper"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            rc = sandbox._run_script(code, echo=True)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = sandbox._run_script(rollout.paper_code(code) if paper else code, echo=not paper)
     finally:
         sys.argv = argv  # _run_script sets it for the code
-    if rc == 0:
-        raise ValueError(f"toy SFT: {code!r} was meant to fail")
-    return err.getvalue().strip()
+    res = sandbox.ExecResult("ok" if rc == 0 else "error", out.getvalue(), err.getvalue(), 0.0)
+    if paper:
+        return rollout.paper_observation(res, rollout.PROTOCOLS["paper"]["max_chars"])
+    return rollout.observation({"name": TOOL_NAME, "arguments": {"code": code}}, res, 1 << 20)
 
 
-def toy_sft_conversations(n, seed):
+def toy_sft_conversations(n, seed, protocol="clean"):
     """Solved toy trajectories in the SFT format (messages + tools): call the tool, read it, answer; two-step
     problems call twice (copying the first result into the second call); a quarter of the trajectories first make
-    a mistake (a NameError) and fix it from the traceback."""
+    a mistake (a NameError) and fix it from the traceback. Tool messages are the replies of `protocol`."""
     import random
     rng = random.Random(seed + 1)
     convs = []
@@ -394,14 +398,15 @@ def toy_sft_conversations(n, seed):
         msgs = list(p["prompt_messages"])
         if rng.random() < 0.25:
             msgs += [_call(f"print({a} * x)", "I compute it with code."),
-                     {"role": "tool", "content": _traceback(f"print({a} * x)")}]
+                     {"role": "tool", "content": _tool_reply(f"print({a} * x)", protocol)}]
             first = "The code had a typo. I fix it."
         else:
             first = "I compute it with code."
-        msgs += [_call(f"print({a} * {b})", first), {"role": "tool", "content": str(a * b)}]
+        msgs += [_call(f"print({a} * {b})", first),
+                 {"role": "tool", "content": _tool_reply(f"print({a} * {b})", protocol)}]
         if p["kind"] == "muladd":
             msgs += [_call(f"print({a * b} + {c})", f"The product is {a * b}. Now I add {c}."),
-                     {"role": "tool", "content": str(a * b + c)}]
+                     {"role": "tool", "content": _tool_reply(f"print({a * b} + {c})", protocol)}]
         msgs.append({"role": "assistant", "content": f"The answer is \\boxed{{{p['ground_truth']}}}.",
                      "reasoning_content": f"The tool printed {p['ground_truth']}."})
         convs.append({"messages": msgs, "tools": CLEAN_TOOLS})

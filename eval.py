@@ -196,11 +196,11 @@ def drop_long_prompts(tokenizer, problems, max_len):
     return kept, len(problems) - len(kept)
 
 
-def grade(problem, j, ep, max_response_len, execute, grader, shaping):
+def grade(problem, j, ep, max_response_len, execute, grader, shaping, overlong_buffer=1024):
     """One sample's record: the grade from the training reward, the TIR counters and the response itself."""
     s = reward.compute_score(problem["source"], ep.response_text, problem["ground_truth"], ep.num_turns,
-                             ep.response_len, max_response_len, run=execute, grader=grader, shaping=shaping,
-                             extra_info=problem.get("extra_info"))
+                             ep.response_len, max_response_len, overlong_buffer, run=execute, grader=grader,
+                             shaping=shaping, extra_info=problem.get("extra_info"))
     return dict(problem_id=problem["id"], sample=j, acc=bool(s["acc"]), score=float(s["score"]), pred=s["pred"],
                 num_turns=ep.num_turns, num_tool_calls=ep.num_tool_calls, tool_errors=ep.tool_errors,
                 tool_timeouts=ep.tool_timeouts, response_len=ep.response_len, overlong=bool(ep.overlong),
@@ -208,8 +208,8 @@ def grade(problem, j, ep, max_response_len, execute, grader, shaping):
 
 
 def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_response_len=20480, max_turns=16,
-             tools=None, grader="strict", shaping="row", mode="continuous", batch_size=256, seed=0, execute=None,
-             n_boot=1000, out_path=None, meta=None, progress=True):
+             tools=None, grader="strict", shaping="row", overlong_buffer=1024, mode="continuous", batch_size=256,
+             seed=0, execute=None, n_boot=1000, out_path=None, meta=None, progress=True):
     """Sample every problem k times through the agent loop, grade, and return compute_metrics' flat dict.
     With out_path (a path stem), samples are cached in <stem>.samples.jsonl as they finish (finished ones are
     skipped on restart) and <stem>.json / .md / .png are written; without it nothing touches the disk. `meta`
@@ -221,8 +221,8 @@ def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_
 
     tools = tools or rollout.tool_protocol("paper")
     knobs = dict(meta or {}, protocol=tools.name, tools=vars(tools), grader=grader, shaping=shaping,
-                 temperature=temperature, top_p=top_p, max_response_len=max_response_len, max_turns=max_turns,
-                 rollout_mode=mode, seed=seed)
+                 overlong_buffer=overlong_buffer, temperature=temperature, top_p=top_p,
+                 max_response_len=max_response_len, max_turns=max_turns, rollout_mode=mode, seed=seed)
     key = fingerprint(knobs)  # k and the problem list are not in it: more samples or problems extend a cache
     knobs |= {"k": k, "problems": len(problems), "data_sha": fingerprint([(p["id"], p["prompt_messages"],
                                                                            p["ground_truth"]) for p in problems])}
@@ -243,8 +243,8 @@ def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_
             eps = rollout.rollout(engine, tokenizer, [ids[p["id"]] for p, _ in chunk], max_turns=max_turns,
                                   max_response_len=max_response_len, temperature=temperature, top_p=top_p,
                                   execute=execute, tools=tools, mode=mode)
-            recs = [grade(p, j, ep, max_response_len, execute, grader, shaping) | {"key": key, "psha": psha[p["id"]]}
-                    for (p, j), ep in zip(chunk, eps, strict=True)]
+            recs = [grade(p, j, ep, max_response_len, execute, grader, shaping, overlong_buffer)
+                    | {"key": key, "psha": psha[p["id"]]} for (p, j), ep in zip(chunk, eps, strict=True)]
             if cache:
                 with open(cache, "a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in recs)
@@ -321,6 +321,10 @@ class Config:
     shaping: str = ""  # tool-use shaping of wrong answers: row | turns | none; "" = the protocol's (reward.py)
     max_obs_chars: int = 0  # tool output shown per call; 0 = the protocol's (paper: 256, clean: 2048)
     tool_timeout: float = 0.0  # seconds per tool call; 0 = the protocol's (paper: 60, clean: 10)
+    tool_max_calls: int = -1  # tool calls run per assistant turn; -1 = the protocol's (paper: 1, clean: 0 = all)
+    tool_memory_mb: int = 0  # memory per tool call; 0 = the protocol's (2048)
+    overlong_buffer: int = -1  # DAPO overlong buffer of the per-sample score; -1 = the original's (4096 for
+    # livecodebench, its eval script's; 1024 otherwise)
     rollout_mode: str = "continuous"  # continuous (no per-turn barrier) | sync (turn by turn)
     backend: str = "auto"  # auto (vllm on GPU when installed, else hf) | hf | vllm
     gpu_memory_utilization: float = 0.75  # vLLM's share of GPU memory
@@ -375,8 +379,10 @@ def main(argv=None):
     if not cfg.model:
         raise SystemExit("eval: --model is required (a HF model directory, a run directory, a Hub id or toy:tiny)")
     cfg.protocol = cfg.protocol or ("clean" if cfg.bench == "toy" else "paper")
+    if cfg.overlong_buffer < 0:
+        cfg.overlong_buffer = 4096 if cfg.bench == "livecodebench" else 1024
     common.print_config(cfg)
-    tools = rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None)
+    tools = rollout.protocol_of(cfg)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
     path = common.resolve_model_path(cfg.model)
@@ -390,7 +396,8 @@ def main(argv=None):
                 backend=backend, sandbox=cfg.sandbox, max_prompt_len=cfg.max_prompt_len, dropped_long_prompts=dropped)
     metrics = evaluate(engine, tokenizer, problems, cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_response_len=cfg.max_response_len, max_turns=cfg.max_turns, tools=tools,
-                       mode=cfg.rollout_mode, batch_size=cfg.batch_size, seed=cfg.seed,
+                       overlong_buffer=cfg.overlong_buffer, mode=cfg.rollout_mode, batch_size=cfg.batch_size,
+                       seed=cfg.seed,
                        execute=sandbox.make_executor(cfg.sandbox, tools.memory_mb), n_boot=cfg.n_boot,
                        out_path=os.path.join(out_dir, cfg.bench), meta=meta, **grading)
     k = cfg.k

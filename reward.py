@@ -194,7 +194,8 @@ def _test_cases(tests):
 
 def grade_code(response_text, tests, run=None, mode="strict", timeout=CODE_TIMEOUT):
     """-> (score, acc, code): score is the fraction of test cases passed (stdout compared after stripping trailing
-    newlines, exit status 0), -1.0 when there is no parsable program or no usable test; acc when all pass.
+    newlines, exit status 0), -1.0 when there is no parsable program or no test case; acc when all pass. Tests with
+    more inputs than outputs or fewer score 0 under "strict" (as the original: every case fails), else -1.0.
     `run(code, timeout, echo=False)` is an executor (sandbox.make_executor; its memory limit applies, the original's
     was 1024 MB); the cases run concurrently."""
     code = extract_code(response_text, mode)
@@ -209,8 +210,10 @@ def grade_code(response_text, tests, run=None, mode="strict", timeout=CODE_TIMEO
         code = as_class_method(code, fn)
         if code is None:
             return -1.0, False, None
-    if not ins or len(ins) != len(outs):
+    if not ins:
         return -1.0, False, code
+    if len(ins) != len(outs):  # the original's check_correctness fails every case (sandbox_fusion/utils.py): 0
+        return (0.0 if mode == "strict" else -1.0), False, code
     if run is None:
         import sandbox
         run = sandbox.run_code

@@ -88,6 +88,13 @@ def tool_protocol(name="clean", **overrides):
     return ToolProtocol(name, **(PROTOCOLS[name] | {k: v for k, v in overrides.items() if v is not None}))
 
 
+def protocol_of(cfg):
+    """The ToolProtocol of a train_sod.py / eval.py config: its `protocol` with the tool knobs it sets."""
+    return tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None,
+                         max_calls=None if cfg.tool_max_calls < 0 else cfg.tool_max_calls,
+                         memory_mb=cfg.tool_memory_mb or None)
+
+
 # Fixed reply texts of the paper protocol, verbatim from verl/tools/sandbox_fusion_tools.py (a program that did not
 # run to its end) and verl/experimental/agent_loop/tool_agent_loop.py (a call it could not make).
 PAPER_NO_OUTPUT = "no stdout here"
@@ -98,7 +105,7 @@ PAPER_CUT = "...(truncated)..."
 def paper_code(code):
     """The code the original runs (recipe/demystify/reward.py CustomSandboxFusionTool): the first ```python block
     when there is one, then the last non-empty line wrapped in print(...) unless it starts with "print", textually
-    (so a last line `x = 5` becomes a SyntaxError the model reads back)."""
+    (so a last line `x = 5` becomes a TypeError the model reads back)."""
     blocks = re.findall(r"```python(.*?)```", code, re.S)
     lines = (blocks[0].strip() if blocks else code).split("\n")
     for i in reversed(range(len(lines))):
@@ -132,15 +139,22 @@ def _paper_turn(text, execute, proto):
             code = c["arguments"]["code"]
             res = execute(paper_code(code), proto.timeout, echo=False)
             status.append(res.status)
-            text = res.stdout + res.stderr if res.status in ("ok", "error", "memory") else PAPER_NO_OUTPUT
+            obs.append(paper_observation(res, proto.max_chars))
         except Exception as e:  # the same Python errors the original's tool raises on bad arguments
             status.append("malformed")
-            text = PAPER_CALL_ERROR.format(e)
-        if len(text) > proto.max_chars:
-            half = proto.max_chars // 2
-            text = text[:half] + PAPER_CUT + text[-half:]
-        obs.append(text)
+            obs.append(paper_observation(PAPER_CALL_ERROR.format(e), proto.max_chars))
     return {"calls": calls, "status": status, "observations": obs, "end": False}
+
+
+def paper_observation(result, max_chars):
+    """The text the model reads back for one call under "paper": stdout + stderr of a program that ran to its end,
+    the fixed text otherwise (`result` is a sandbox ExecResult, or the reply text itself), middle cut to max_chars."""
+    text = result if isinstance(result, str) else \
+        result.stdout + result.stderr if result.status in ("ok", "error", "memory") else PAPER_NO_OUTPUT
+    if len(text) > max_chars:
+        half = max_chars // 2
+        text = text[:half] + PAPER_CUT + text[-half:]
+    return text
 
 
 def observation(call, result, max_chars):

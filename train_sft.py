@@ -34,6 +34,7 @@ class Config:
     model: str = "toy:toy_student"  # HF dir / Hub id / run dir / toy:<size>
     data: str = "toy"  # "toy", a Hub dataset id or a local parquet/jsonl path (messages + tools)
     toy_n: int = 2000  # conversations of the toy task when data == "toy"
+    protocol: str = "clean"  # tool replies in the toy's conversations: clean | paper (DESIGN §4; real data has its own)
     out_dir: str = "out/sft"
     max_length: int = 32768  # tokens per conversation
     truncate: bool = False  # longer conversations: truncate (True) or drop (False)
@@ -187,7 +188,10 @@ def batch_nll(model, rows, device, chunk=1024):
 
 
 def load_docs(cfg, tok):
-    convs = data.toy_sft_conversations(cfg.toy_n, cfg.seed) if cfg.data == "toy" else data.load_sft_data(cfg.data)
+    if cfg.protocol not in ("clean", "paper"):
+        raise SystemExit(f"sft: unknown protocol {cfg.protocol!r}; choose clean or paper")
+    convs = data.toy_sft_conversations(cfg.toy_n, cfg.seed, cfg.protocol) if cfg.data == "toy" else \
+        data.load_sft_data(cfg.data)
     docs, dropped, cut, bad = [], 0, 0, 0
     for c in convs:
         try:
@@ -285,3 +289,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+    common.exit_process()

@@ -68,6 +68,8 @@ class Config:
     val_top_p: float = 0.6
     sandbox_url: str | None = None  # None: local sandbox pool; else a SandboxFusion URL
     tool_timeout: float = 0.0  # seconds per tool call; 0 = the protocol's (paper: 60, clean: 10)
+    tool_max_calls: int = -1  # tool calls run per assistant turn; -1 = the protocol's (paper: 1, clean: 0 = all)
+    tool_memory_mb: int = 0  # memory per tool call; 0 = the protocol's (2048)
     rollout_mode: str = "continuous"  # continuous (an episode goes on as soon as its own tools are back) | sync
     overlong_buffer: int = 1024  # DAPO overlong shaping
     overlong_penalty: float = 1.0
@@ -141,8 +143,7 @@ def sample_episodes(engine, tok, problems, group_size, cfg, temperature, top_p, 
     prompts = [p["prompt_ids"] for p in problems for _ in range(group_size)]
     eps = rollout.rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
                           temperature=temperature, top_p=top_p, execute=execute,
-                          tools=rollout.tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None,
-                                                      timeout=cfg.tool_timeout or None), mode=cfg.rollout_mode)
+                          tools=rollout.protocol_of(cfg), mode=cfg.rollout_mode)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     for i, ep in enumerate(eps):
         p = problems[i // group_size]
@@ -333,7 +334,7 @@ def train(cfg, dist):
     val = load_problems(cfg.val_bench, tok, cfg.max_prompt_len, cfg.val_limit, bench=True) if cfg.val_bench else []
     per_epoch = len(problems) // cfg.prompts_per_step
     max_steps = min(cfg.max_steps or cfg.epochs * per_epoch, cfg.epochs * per_epoch)
-    execute = sandbox.make_executor(cfg.sandbox_url)
+    execute = sandbox.make_executor(cfg.sandbox_url, rollout.protocol_of(cfg).memory_mb)
     logger = common.MetricsLogger(cfg.out_dir, cfg, cfg.wandb_project)
     per_rank = cfg.prompts_per_step // dist.world_size
     print0(f"sod: algo {cfg.algo}, {max_steps} steps of {cfg.prompts_per_step} prompts x {cfg.group_size} rollouts "
@@ -496,3 +497,4 @@ if __name__ == "__main__":
         plot(sys.argv[2])
     else:
         main()
+        common.exit_process()

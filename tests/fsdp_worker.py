@@ -81,3 +81,4 @@ if dist.is_main:
         json.dump(losses, f)
 torch.distributed.barrier()
 common.destroy_dist()
+common.exit_process()

@@ -1,5 +1,6 @@
 """data.py (the toy task, the toy tokenizer) and reward.py (the lenient grader, speed on pathological text); the
 paper protocol's datasets, tool I/O and grading table are in test_protocol.py."""
+import json
 import time
 
 import pytest
@@ -23,21 +24,25 @@ def test_toy_problems_are_seeded_and_need_the_tool():
     assert {p["kind"] for p in a} == {"mul", "muladd"}
 
 
-def test_toy_sft_conversations_run_and_render():
+@pytest.mark.parametrize("protocol", ["clean", "paper"])
+def test_toy_sft_conversations_run_and_render(protocol):
     tok = data.make_toy_tokenizer()
-    convs = data.toy_sft_conversations(40, seed=4)
+    convs = data.toy_sft_conversations(40, seed=4, protocol=protocol)
     assert any(m["role"] == "tool" and "Error" in m["content"] for c in convs for m in c["messages"])  # recoveries
+    proto = rollout.tool_protocol(protocol, max_chars=4096)
+    execute = sandbox.make_executor()
     for conv, prob in zip(convs, data.toy_problems(40, seed=4)):
         msgs = conv["messages"]
-        for m, nxt in zip(msgs, msgs[1:]):  # each call's code, run in the sandbox, reads back as the tool message
-            if m.get("tool_calls"):  # (what a rollout under the clean protocol would show the model, byte for byte)
-                code = m["tool_calls"][0]["function"]["arguments"]["code"]
-                call = {"name": "code_interpreter", "arguments": {"code": code}}
-                assert rollout.observation(call, sandbox.run_code(code), 4096) == nxt["content"]
+        for m, nxt in zip(msgs, msgs[1:]):  # each call, run in the sandbox, reads back as the tool message: what a
+            if m.get("tool_calls"):  # rollout under the protocol shows the model for the same turn, byte for byte
+                args = m["tool_calls"][0]["function"]["arguments"]
+                call = json.dumps({"name": "code_interpreter", "arguments": args})
+                turn = rollout.tool_turn(f"<tool_call>\n{call}\n</tool_call>", execute, proto)
+                assert turn["observations"] == [nxt["content"]]
         assert reward.grade_math(msgs[-1]["content"], prob["ground_truth"])
         text = tok.apply_chat_template(msgs, tools=conv["tools"], tokenize=False)
         assert text.count('<tool_call>\n{"name": "code_interpreter"') == sum(bool(m.get("tool_calls")) for m in msgs)
-        assert len(tok(text)["input_ids"]) < 500
+        assert len(tok(text)["input_ids"]) <= 1024  # configs/toy_sft.py max_length: nothing dropped
 
 
 # -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The paper protocol (DESIGN §4): datasets in their real Hub layouts and their prompts, tool I/O under "paper" and
 "clean", and the grading table. Expected values are derived by hand from the original's rules."""
 import json
+import os
 import subprocess
 import sys
 
@@ -65,6 +66,27 @@ def test_eval_layouts_prompts_and_ground_truths(eval_repo):
     assert data.TOOLS[0]["function"]["description"] == "A tool for executing code."
     with pytest.raises(SystemExit, match="aime_2024_problems"):
         data.load_eval_data("aime24", str(eval_repo / "gpqa-diamond"))
+
+
+def test_eval_command_on_a_local_copy_of_the_eval_repo(eval_repo, tmp_path):
+    """The README's command on a local copy of the eval repo, as a user types it (short responses so it is quick):
+    the report names the paper protocol, the strict grader and the row shaping; LiveCodeBench gets the original
+    eval script's overlong buffer of 4,096."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "eval.py", "--bench", "aime25", "--data", str(eval_repo), "--model",
+                        "toy:toy_student", "--k", "2", "--max_response_len", "48", "--max_turns", "2", "--n_boot", "50",
+                        "--out_dir", str(out)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.load(open(out / "aime25.json"))
+    assert (rep["knobs"]["protocol"], rep["knobs"]["grader"], rep["knobs"]["shaping"]) == ("paper", "strict", "row")
+    assert rep["knobs"]["tools"] == vars(rollout.tool_protocol("paper")) and rep["knobs"]["overlong_buffer"] == 1024
+    assert len([json.loads(x) for x in open(out / "aime25.samples.jsonl")]) == 2  # 1 problem x k
+    assert "Protocol `paper` (tool I/O), grader `strict`" in open(out / "aime25.md").read()
+    import eval as ev
+    ev.main(["--bench", "livecodebench", "--data", str(eval_repo), "--model", "toy:tiny", "--k", "1",
+             "--max_response_len", "32", "--max_turns", "1", "--n_boot", "10", "--out_dir", str(out)])
+    assert json.load(open(out / "livecodebench.json"))["knobs"]["overlong_buffer"] == 4096
 
 
 def test_rl_data_prompt_mapping_per_file_and_mixed_source_warning(tmp_path, capsys):
@@ -308,6 +330,9 @@ TWO = {"inputs": ["3\n", "5\n"], "outputs": ["6\n", "11\n"]}
      (1.0, True)),  # moved into class Solution
     (py("n = int(input())\nprint(2 * n)"), json.dumps({"inputs": "['3\\n']", "outputs": "['6']"}), "strict",
      (1.0, True)),  # a JSON string holding Python literals
+    (py("print(6)"), {"inputs": ["3\n", "5\n"], "outputs": ["6"]}, "strict", (0.0, False)),  # count mismatch: every
+    (py("print(6)"), {"inputs": ["3\n", "5\n"], "outputs": ["6"]}, "normalized", (-1.0, False)),  # case fails
+    (py("print(6)"), {"inputs": [], "outputs": []}, "strict", (-1.0, False)),  # no case: the original divides by 0
 ])
 def test_grade_code_table(response, tests, mode, want):
     assert reward.grade_code(response, tests, run=run_plain, mode=mode)[:2] == want
