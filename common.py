@@ -325,11 +325,12 @@ def latest_checkpoint(out_dir):
 def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep_last=0):
     """Collective: every rank calls it. `state` (JSON-able: data cursor, step, ...) is restored by load_checkpoint.
     The optimizer state is written as each rank's own shards (torch.distributed.checkpoint), never gathered. Once the
-    new checkpoint is complete, all but the newest `keep_last` are deleted (0 keeps all). The weights are written in
-    the dtype they came in (`model.checkpoint_dtype`, set by load_model): a bf16 model stays bf16 on disk (its fp32
-    master weights rounded, so only an fp32 run resumes bit-exactly), an fp32 one fp32."""
+    new checkpoint is complete, all but the newest `keep_last` are deleted (0 keeps all). The weights in `model/` are
+    in the dtype they came in (`model.checkpoint_dtype`, set by load_model): a bf16 model stays bf16 there, what a
+    user loads and evaluates. Their fp32 master weights, which bf16 would round (at lr 1e-6 an update is below bf16's
+    spacing), go with the optimizer's shards, so a resumed run continues from exactly the weights it stopped at."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
     t0 = time.time()
     rank = tdist.get_rank()
     dtype = getattr(model, "checkpoint_dtype", torch.float32)  # the dtype the weights came in (load_model)
@@ -340,8 +341,10 @@ def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep
     tdist.barrier()
     model_sd = full_state_dict(model)
     if optimizer is not None:
-        dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)},
-                 checkpoint_id=os.path.join(tmp, "optimizer"))
+        sd = {"optimizer": get_optimizer_state_dict(model, optimizer)}
+        if dtype != next(model.parameters()).dtype:  # model/ rounds them: keep the master weights exactly
+            sd["master"] = get_model_state_dict(model)
+        dcp.save(sd, checkpoint_id=os.path.join(tmp, "optimizer"))
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     torch.save(rng, os.path.join(tmp, f"rng_rank{rank}.pt"))
@@ -375,10 +378,11 @@ def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep
 
 def load_checkpoint(path, model, optimizer):
     """Restore optimizer, RNG and the saved `state` dict. Model weights come from `path/model` via load_model,
-    before wrapping, so the weights a run resumes from are exactly the ones a user would load. Each rank reads only
-    the optimizer shards it owns (resharded by torch.distributed.checkpoint if the world size changed)."""
+    before wrapping; where that copy was rounded (bf16), the fp32 master weights saved with the optimizer replace
+    them. Each rank reads only the shards it owns (resharded by torch.distributed.checkpoint if the world size
+    changed)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint import state_dict as dsd
     with open(os.path.join(path, "state.json")) as f:
         state = json.load(f)
     rank = tdist.get_rank()
@@ -386,9 +390,14 @@ def load_checkpoint(path, model, optimizer):
         print0(f"resume: world size {state['world_size']} -> {tdist.get_world_size()}: data order and RNG streams "
                "continue from rank 0's state, so the run is not bit-exact")
     if optimizer is not None:
-        sd = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # this rank's shards, filled in place
+        sd = {"optimizer": dsd.get_optimizer_state_dict(model, optimizer)}  # this rank's shards, filled in place
+        saved = dcp.FileSystemReader(os.path.join(path, "optimizer")).read_metadata().state_dict_metadata
+        if any(k.startswith("master.") for k in saved):
+            sd["master"] = dsd.get_model_state_dict(model)
         dcp.load(sd, checkpoint_id=os.path.join(path, "optimizer"))
-        set_optimizer_state_dict(model, optimizer, optim_state_dict=sd["optimizer"])
+        if "master" in sd:
+            dsd.set_model_state_dict(model, sd["master"])
+        dsd.set_optimizer_state_dict(model, optimizer, optim_state_dict=sd["optimizer"])
     rng_path = os.path.join(path, f"rng_rank{rank}.pt")
     rng = torch.load(rng_path if os.path.exists(rng_path) else os.path.join(path, "rng_rank0.pt"), weights_only=False)
     random.setstate(rng["python"])

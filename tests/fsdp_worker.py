@@ -1,7 +1,7 @@
 """Worker for tests/test_common.py and tests/test_checkpoints.py: a few FSDP2 optimizer steps on a tiny Qwen3 under
 `python` or `torchrun`.
 
-    python tests/fsdp_worker.py OUT --steps 3 [--save_at 1] [--resume] [--hang_saving_step 2] [--sgd]
+    python tests/fsdp_worker.py OUT --steps 3 [--save_at 1] [--resume] [--hang_saving_step 2] [--sgd] [--bf16]
 Rank 0 writes OUT/losses.json (the global loss of each step this run took) and OUT/params.pt (the full state dict
 after the last step).
 """
@@ -24,6 +24,7 @@ ap.add_argument("--save_at", type=int, default=0)
 ap.add_argument("--resume", action="store_true")
 ap.add_argument("--sgd", action="store_true")  # linear in the gradient: no Adam sign-flips on ~0 gradients
 ap.add_argument("--hang_saving_step", type=int, default=0)
+ap.add_argument("--bf16", action="store_true")  # a model that came in bf16: checkpoints round it, resume must not
 args = ap.parse_args()
 
 dist = common.init_dist("cpu")
@@ -32,6 +33,13 @@ tok = data.make_toy_tokenizer()
 ckpt = common.latest_checkpoint(args.out) if args.resume else None
 if ckpt:
     model, tok = common.load_model(os.path.join(ckpt, "model"))
+elif args.bf16:  # a model that comes in bf16 (trained in fp32, written back in bf16)
+    base = os.path.join(args.out, "base")
+    if dist.is_main:
+        data.tiny_qwen3(tok, "tiny", seed=0, dtype=torch.bfloat16).save_pretrained(base)
+        tok.save_pretrained(base)
+    torch.distributed.barrier()
+    model, tok = common.load_model(base)
 else:
     model = data.tiny_qwen3(tok, "tiny", seed=0)
 model = common.wrap_fsdp(model, dist)

@@ -147,13 +147,15 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     assert "resume:" in r.stdout and "step 1" in r.stdout
 
 
-def test_two_process_resume_reads_sharded_optimizer_state(tmp_path):
-    # AdamW state saved as each rank's shards and read back the same way: the resumed run equals the uninterrupted one
-    run_worker(tmp_path / "full", "--steps", "3", nproc=2)
-    run_worker(tmp_path / "split", "--steps", "1", "--save_at", "1", nproc=2)
+@pytest.mark.parametrize("flags", [(), ("--bf16",)])
+def test_two_process_resume_reads_sharded_optimizer_state(tmp_path, flags):
+    # AdamW state (and, for a model that came in bf16, the fp32 master weights) saved as each rank's shards and read
+    # back the same way: the resumed run equals the uninterrupted one
+    run_worker(tmp_path / "full", "--steps", "3", *flags, nproc=2)
+    run_worker(tmp_path / "split", "--steps", "1", "--save_at", "1", *flags, nproc=2)
     ckpt = common.latest_checkpoint(str(tmp_path / "split"))
     assert "optimizer.pt" not in os.listdir(ckpt) and os.listdir(os.path.join(ckpt, "optimizer"))
-    run_worker(tmp_path / "split", "--steps", "3", "--resume", nproc=2)
+    run_worker(tmp_path / "split", "--steps", "3", "--resume", *flags, nproc=2)
     full, split = load_params(tmp_path / "full"), load_params(tmp_path / "split")
     assert json.load(open(tmp_path / "split" / "losses.json")) == json.load(open(tmp_path / "full" / "losses.json"))[1:]
     assert all(torch.equal(full[k], split[k]) for k in full)
@@ -255,6 +257,39 @@ def test_checkpoints_keep_the_dtype_the_weights_came_in(tmp_path):
             assert back.dtype == want and back.checkpoint_dtype == want
             for k, v in back.state_dict().items():
                 assert torch.equal(v, held[k].to(want)), k
+    finally:
+        common.destroy_dist()
+
+
+def test_resume_of_a_bf16_model_continues_from_its_fp32_master_weights(tmp_path):
+    """model/ holds the bf16 rounding of the weights; the resumed run gets the fp32 master weights back exactly (an
+    update below bf16's spacing survives), and an fp32 model stores no second copy."""
+    import torch.distributed.checkpoint as dcp
+
+    import data
+    tok = data.make_toy_tokenizer()
+    data.tiny_qwen3(tok, "tiny", seed=4, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tok.save_pretrained(tmp_path / "bf16")
+    dist = common.init_dist("cpu")
+    try:
+        for spec, master in ((str(tmp_path / "bf16"), True), ("toy:tiny", False)):
+            model, tok = common.load_model(spec)
+            model = common.wrap_fsdp(model, dist)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+            model(torch.tensor([[1, 2, 3, 4]])).logits.float().square().mean().backward()
+            opt.step()  # Adam moves every weight by ~lr: below bf16's spacing for most of them
+            held = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            out = tmp_path / f"run_{master}"
+            ckpt = common.save_checkpoint(str(out), 1, model, tok, opt, Cfg(), {})
+            keys = dcp.FileSystemReader(os.path.join(ckpt, "optimizer")).read_metadata().state_dict_metadata
+            assert any(k.startswith("master.") for k in keys) is master
+            back, _ = common.load_model(os.path.join(ckpt, "model"))
+            if master:  # the rounded copy alone would lose the step
+                assert not all(torch.equal(v, held[k]) for k, v in back.state_dict().items())
+            back = common.wrap_fsdp(back, dist)
+            common.load_checkpoint(ckpt, back, torch.optim.AdamW(back.parameters(), lr=1e-5))
+            for k, v in back.state_dict().items():
+                assert torch.equal(v, held[k]), k
     finally:
         common.destroy_dist()
 
