@@ -370,6 +370,10 @@ def main(argv=None):
         if len(pair) != 2 or any(p.startswith("--") for p in pair):
             raise SystemExit("usage: python eval.py --compare RUN_A.json RUN_B.json [--n_boot N] [--seed S]")
     cfg = common.parse_config(Config, argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("eval: uses one GPU; under torchrun every rank would evaluate the same problems. Run "
+                         "`python eval.py ...`, one process per benchmark or model, each with its own "
+                         "CUDA_VISIBLE_DEVICES")
     if pair:
         out = compare_runs(*pair, cfg.n_boot, cfg.seed)
         print(format_compare(out, *pair))

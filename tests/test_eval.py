@@ -170,3 +170,9 @@ def test_toy_eval_end_to_end_and_resume(tmp_path):
     eng.prompts = 0
     m3 = ev.evaluate(eng, tok, problems, 3, out_path=stem, **kw)  # everything cached: no sampling at all
     assert eng.prompts == 0 and m3["k"] == 3
+
+
+def test_refuses_torchrun(monkeypatch):  # every rank would evaluate the same problems and write one report
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="uses one GPU"):
+        ev.main(["--bench", "toy", "--model", "toy:tiny"])
