@@ -3,6 +3,7 @@ table of edge cases, SFT masks and token-in/token-out rollouts on the real vocab
 the GPU report's dry run."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -145,6 +146,37 @@ def test_qwen3_tokenizer_ids(qtok):
     ids = qtok.encode("<|im_start|>assistant\n<think>\nr\n</think>\n\n<tool_call>\n{}\n</tool_call><|im_end|>")
     kept = "assistant\n<think>\nr\n</think>\n\n<tool_call>\n{}\n</tool_call>"
     assert qtok.decode(ids, skip_special_tokens=True) == kept
+
+
+CODE = '''import numpy as np
+
+def f(x: int) -> float:
+    """Return x / 3."""
+    return np.float64(x) / 3  # 0.333...
+
+print(f(12), [f(i) for i in range(3)], {"a": 1e-3, 'b': None})
+'''
+
+
+@need_bpe
+def test_qwen3_tokenizer_agrees_with_tiktoken(qtok):
+    """An independent BPE implementation (tiktoken) over the same ranks and Qwen2's split gives the same ids on code,
+    JSON, LaTeX, whitespace runs, numbers, CJK and a whole rendered tool conversation."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken.load import load_tiktoken_bpe
+    ref = tiktoken.Encoding("qwen", pat_str=data._SPLIT, mergeable_ranks=load_tiktoken_bpe(data.QWEN3_BPE),
+                            special_tokens={})
+    conv = data.toy_sft_conversations(2, seed=3, protocol="paper")[1]
+    rendered = qtok.apply_chat_template(conv["messages"], tools=conv["tools"], tokenize=False)
+    texts = [CODE, '{"name": "code_interpreter", "arguments": {"code": "x = 5\\nprint(x)"}}',
+             "\\boxed{\\dfrac{3}{4}} and $\\sqrt{2}$", "a  b\t\tc\n\n\n  d   ", "1234567 3.14159 -0.5e-10",
+             "数学题：求 x 的值。答案是 42。", "Traceback (most recent call last):\n  File \"<string>\", line 1"]
+    for text in texts:
+        assert qtok.encode(text) == ref.encode(text), text
+    specials = set(data.QWEN3_ADDED)  # tiktoken is given no added tokens: compare the text between them
+    pieces = re.split("(" + "|".join(map(re.escape, specials)) + ")", rendered)
+    assert qtok.encode(rendered) == [i for p in pieces if p for i in
+                                     ([qtok.convert_tokens_to_ids(p)] if p in specials else ref.encode(p))]
 
 
 @need_bpe
