@@ -9,10 +9,13 @@ mode="continuous" vs mode="sync", the same loop and seeds), in one run:
     steps and tool calls sleep; the loop's own work runs in real time, so it weighs --speedup times more than on a
     real engine: keep the speedup modest): wall-clock in simulated seconds and the engine's busy fraction.
 (b) the real HF engine on CPU with the real sandbox on the toy task (64 episodes as in configs/toy.py): wall-clock,
-    and whether both modes gave the same episodes.
+    whether both modes gave the same episodes, and where the engine's time went (decode steps, rows decoded,
+    attention columns read, time in decode steps and in admitting turns: prefill + merge into the batch).
+(c) sample_token with and without the nucleus sort.
+Speed-ups are sync wall / continuous wall.
 
     python bench/bench_rollout.py --model out/toy/student_sft      # a toy SFT model (toy.sh trains one)
-    python bench/bench_rollout.py --model out/toy/student_sft --speedup 50 --threads 2
+    python bench/bench_rollout.py --sim_only --speedup 50          # (a) only, the loop's own work weighing less
 """
 import argparse
 import heapq
@@ -76,7 +79,7 @@ def simulate(tok, shape, mode, speedup, prompt):
     episodes, max_turns, max_len, _, _ = SHAPES[shape]
     eng = SimEngine(tok, shape, speedup)
 
-    def execute(code, timeout):
+    def execute(code, timeout, echo=True):
         time.sleep(float(code.split()[1]) / speedup)
         return ExecResult("ok", "42\n", "", 0.0)
     t0 = time.perf_counter()
@@ -86,15 +89,41 @@ def simulate(tok, shape, mode, speedup, prompt):
     return wall, eng.busy / wall, eps
 
 
+class CountingHF(rollout.HFEngine):
+    """The HF engine, counting its decode steps (rows, attention columns, time) and the time it spends admitting
+    turns (their prefill and the merge into the running batch)."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.n = dict(steps=0, rows=0, cols=0, decode_s=0.0, admit_s=0.0)
+        self.admitting = False
+
+    def admit(self):
+        t0, self.admitting = time.perf_counter(), True
+        super().admit()
+        self.n["admit_s"] += time.perf_counter() - t0
+        self.admitting = False
+
+    def forward(self, ids, attn, pos, kv, **kw):
+        t0 = time.perf_counter()
+        out = super().forward(ids, attn, pos, kv, **kw)
+        if not self.admitting:
+            self.n["steps"] += 1
+            self.n["rows"] += ids.shape[0]
+            self.n["cols"] += attn.numel()
+            self.n["decode_s"] += time.perf_counter() - t0
+        return out
+
+
 def toy_run(model, tok, problems, mode, execute):
     """One rollout of configs/toy.py's step: 4 episodes per problem, <= 4 turns, <= 256 tokens, T = 1, top_p = 1."""
-    eng = rollout.HFEngine(model, tok)
+    eng = CountingHF(model, tok)
     t0 = time.perf_counter()
     eps = rollout.rollout(eng, tok, [p["prompt_ids"] for p in problems for _ in range(4)], max_turns=4,
                           max_response_len=256, execute=execute,
                           tools=rollout.tool_protocol(max_chars=256, timeout=5.0),
                           mode=mode, seed=0)
-    return time.perf_counter() - t0, eps
+    return time.perf_counter() - t0, eps, eng.n
 
 
 def timed(fn, *args):
@@ -108,10 +137,11 @@ def main():
     ap.add_argument("--model", default="out/toy/student_sft", help="a toy SFT model (run dir or HF dir)")
     ap.add_argument("--speedup", type=float, default=20.0, help="simulated seconds per real second")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the CPU toy")
-    ap.add_argument("--repeats", type=int, default=2, help="CPU toy runs per mode (the fastest counts)")
+    ap.add_argument("--repeats", type=int, default=3, help="CPU toy runs per mode (the fastest counts)")
+    ap.add_argument("--sim_only", action="store_true", help="(a) only")
     args = ap.parse_args()
     os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if not os.path.exists(args.model):
+    if not os.path.exists(args.model) and not args.sim_only and not args.model.startswith(("toy:", "shape:")):
         raise SystemExit(f"bench_rollout: no model at {args.model}; train one with toy.sh or train_sft.py "
                          "(configs/toy_sft.py) or pass --model")
     torch.set_num_threads(args.threads)
@@ -120,16 +150,22 @@ def main():
                                      add_generation_prompt=True, tokenize=True, return_dict=False)
     ratios = {}
     print(f"(a) simulated engine, {args.speedup:g}x faster than real time")
-    print("| shape | mode | wall (sim s) | engine busy | turns | tool calls | tokens |")
-    print("|---|---|---|---|---|---|---|")
+    print("| shape | mode | wall (sim s) | engine busy | engine work (sim s) | turns | tool calls | tokens |")
+    print("|---|---|---|---|---|---|---|---|")
+    work = {}
     for shape in ("paper", "toy"):
         walls = {}
         for mode in ("sync", "continuous"):
             wall, busy, eps = simulate(tok, shape, mode, args.speedup, prompt)
-            walls[mode] = wall
-            print(f"| {shape} | {mode} | {wall:,.0f} | {busy:.0%} | {sum(e.num_turns for e in eps):,} | "
-                  f"{sum(e.num_tool_calls for e in eps):,} | {sum(sum(e.mask) for e in eps):,} |", flush=True)
+            walls[mode], work[shape, mode] = wall, busy * wall
+            print(f"| {shape} | {mode} | {wall:,.0f} | {busy:.0%} | {busy * wall:,.0f} | "
+                  f"{sum(e.num_turns for e in eps):,} | {sum(e.num_tool_calls for e in eps):,} | "
+                  f"{sum(sum(e.mask) for e in eps):,} |", flush=True)
         ratios[f"sim-{shape}"] = walls["sync"] / walls["continuous"]
+        print(f"| {shape} | speed-up | {ratios[f'sim-{shape}']:.2f}x | | sync / continuous engine work: "
+              f"{work[shape, 'sync'] / work[shape, 'continuous']:.2f}x | | | |", flush=True)
+    if args.sim_only:
+        return
 
     import sandbox
     model, _ = common.load_model(args.model)
@@ -141,17 +177,21 @@ def main():
     toy_run(model, tok, problems[:2], "sync", execute)  # warm-up: the sandbox pool, first-call allocations
     print(f"\n(b) HF engine on CPU ({args.threads} thread(s)), real sandbox, toy task: 16 problems x 4 episodes, "
           f"<= 4 turns, <= 256 tokens")
-    print("| mode | wall (s), best of runs | turns | tool calls | tokens |")
-    print("|---|---|---|---|---|")
-    best, eps = {"sync": [], "continuous": []}, {}
+    print("| mode | wall (s), best of runs | turns | tool calls | tokens | decode steps | rows decoded | attention "
+          "columns | decode (s) | admit: prefill + merge (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    best, eps, n = {"sync": [], "continuous": []}, {}, {}
     for _ in range(args.repeats):
         for mode in ("sync", "continuous"):  # interleaved, so load from elsewhere hits both alike
-            wall, eps[mode] = toy_run(model, tok, problems, mode, execute)
+            wall, eps[mode], count = toy_run(model, tok, problems, mode, execute)
+            if not best[mode] or wall < min(best[mode]):
+                n[mode] = count  # the counts of the fastest run
             best[mode].append(wall)
     for mode in ("sync", "continuous"):
-        e = eps[mode]
+        e, c = eps[mode], n[mode]
         print(f"| {mode} | {min(best[mode]):.2f} ({', '.join(f'{w:.2f}' for w in best[mode])}) | "
-              f"{sum(x.num_turns for x in e)} | {sum(x.num_tool_calls for x in e)} | {sum(sum(x.mask) for x in e)} |")
+              f"{sum(x.num_turns for x in e)} | {sum(x.num_tool_calls for x in e)} | {sum(sum(x.mask) for x in e)} | "
+              f"{c['steps']} | {c['rows']:,} | {c['cols'] / 1e6:.2f}M | {c['decode_s']:.2f} | {c['admit_s']:.2f} |")
     same = all(a.ids == b.ids for a, b in zip(eps["sync"], eps["continuous"]))
     print(f"same episodes in both modes: {'yes' if same else 'NO'}")
     ratios["cpu-toy"] = min(best["sync"]) / min(best["continuous"])

@@ -83,8 +83,8 @@ def main():
     print(f"{args.docs} conversations, lengths median {int(np.median(lens))} max {lens.max()}, {budget} tokens per "
           f"micro-batch, model {name}, {device.type}, {torch.get_num_threads()} threads, forward + backward, best of "
           f"{args.rounds} interleaved rounds")
-    print(f"packed: {len(packed)} micro-batches ({fill(packed):.0%} real tokens), {a:.0f} trained tokens/s | "
-          f"padded: {len(padded)} micro-batches ({fill(padded):.0%} real tokens), {b:.0f} trained tokens/s | "
+    print(f"packed: {len(packed)} micro-batches ({fill(packed):.0%} real tokens), {a:,.0f} trained tokens/s | "
+          f"padded: {len(padded)} micro-batches ({fill(padded):.0%} real tokens), {b:,.0f} trained tokens/s | "
           f"packed / padded = {a / b:.2f}x (real-token fill ratio {fill(packed) / fill(padded):.2f}x)")
     if args.gpu:
         # 6 N per token (fwd + bwd; tied lm_head counted once, the embedding lookup not), plus causal attention:
