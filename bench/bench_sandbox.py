@@ -121,6 +121,37 @@ def breakdown():
         inside.append(r.elapsed_s)
     print(f"  a call with a sandbox waiting: {ms(rt):.2f} ms round trip, of which {ms(inside):.2f} ms in the sandbox "
           "(take the call, set limits, run, answer); the rest is the client and two wake-ups")
+    cpu_per_call()
+
+
+def cpu_per_call(n=600):
+    """CPU time per `print` call at concurrency 2, from /proc: this process (the client), the fork server and the
+    sandboxes it reaped, and the rest of the machine (kernel work such as network-namespace teardown, other load)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own_and_reaped(pid):
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in f[11:13]) / tick, sum(int(x) for x in f[13:15]) / tick
+
+    def busy():
+        v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return (sum(v) - v[3] - v[4]) / tick
+    top = sandbox._POOL.proc.pid
+    procs = [top] + [int(c) for c in open(f"/proc/{top}/task/{top}/children").read().split()]  # the server
+
+    def sample():
+        server = [own_and_reaped(p) for p in procs]
+        return busy(), own_and_reaped(os.getpid())[0], sum(o for o, _ in server), sum(r for _, r in server)
+    a, t0 = sample(), time.perf_counter()
+    with ThreadPoolExecutor(2) as ex:
+        list(ex.map(lambda _: sandbox.run_code("print('hello')"), range(n)))
+    wall, b = time.perf_counter() - t0, sample()
+    total, client, server, boxes = ((y - x) / n * 1e3 for x, y in zip(a, b))
+    rest, cores = total - client - server - boxes, os.cpu_count()
+    print(f"  CPU per call at concurrency 2 ({n} calls of `print`, {n / wall:.0f} calls/s, the machine "
+          f"{total * n / 1e3 / wall / cores:.0%} busy): {total:.2f} ms in all = client {client:.2f} + fork server "
+          f"{server:.2f} + sandboxes {boxes:.2f} (namespaces, run, exit) + the rest {rest:.2f} (kernel work, other "
+          f"load); {cores} cores allow at most {cores / total * 1e3:.0f} calls/s")
 
 
 def as_unprivileged(argv):
