@@ -290,6 +290,20 @@ def full_state_dict(model):
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def final_hidden_states(model, **inputs):
+    """The backbone's output (the final norm's) for a causal LM forward that skips the (B, T, V) logits. Taken by a
+    hook, so the FSDP2 root's forward (which gathers embeddings, norm and lm_head and keeps them until backward)
+    runs as usual and no other layer's hidden states are kept (as output_hidden_states=True would)."""
+    box = []
+    hook = model.model.register_forward_hook(lambda mod, args, out: box.append(out.last_hidden_state))
+    try:
+        model(**inputs, logits_to_keep=torch.empty(0, dtype=torch.long, device=inputs["input_ids"].device),
+              use_cache=False)
+    finally:
+        hook.remove()
+    return box[0]
+
+
 def full_params(model, dtype=None):
     """Yield (HF name, full tensor) for every parameter, on EVERY rank, one parameter at a time: each is all-gathered
     from its FSDP2 shards (a collective: all ranks iterate in the same order) on the device, cast to `dtype` before

@@ -174,16 +174,12 @@ def set_attention(model, device):
                                   " (flash-attn not installed: one SDPA call per conversation)"))
 
 
-_NO_LOGITS = torch.empty(0, dtype=torch.long)  # logits_to_keep: the model skips its (B, T, V) output
-
-
 def batch_nll(model, rows, device, chunk=1024):
     """Summed NLL of the trained targets of one micro-batch (rows of docs), from the final hidden states and the
     lm_head weight in chunks (the root's params stay gathered after forward under FSDP2)."""
     ids, tgt, w, pos = (x.to(device) for x in collate(rows))
-    out = model(input_ids=ids, position_ids=pos, logits_to_keep=_NO_LOGITS.to(device), output_hidden_states=True,
-                use_cache=False)
-    logp = sod_loss.token_logprobs(out.hidden_states[-1], model.lm_head.weight, tgt, chunk)
+    h = common.final_hidden_states(model, input_ids=ids, position_ids=pos)
+    logp = sod_loss.token_logprobs(h, model.lm_head.weight, tgt, chunk)
     return -(logp * w).sum()
 
 

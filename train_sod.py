@@ -174,9 +174,6 @@ def pad(rows, value, dtype):
     return t
 
 
-_NO_LOGITS = torch.empty(0, dtype=torch.long)  # logits_to_keep: skip the (B, T, V) lm_head output entirely
-
-
 def batch_tensors(episodes, idx, dev):
     """(B, T) ids and attention mask of the episodes `idx`, right-padded; no index is an empty pass: one two-token
     row that runs the model's collectives and counts for nothing."""
@@ -188,16 +185,9 @@ def batch_tensors(episodes, idx, dev):
 
 def sequence_logprobs(model, ids, attn, chunk):
     """log p(ids[:, t] | ids[:, <t]) for t >= 1, as (B, T-1) float32, from the final norm's output and the lm_head
-    weight (sod_loss.token_logprobs never builds (B, T, V) in fp32). The backbone's output is taken by a hook, so the
-    FSDP2 root's forward (which gathers embeddings, norm and lm_head and keeps them until backward) runs as usual
-    and no other layer's hidden states are kept (as output_hidden_states=True would)."""
-    box = []
-    hook = model.model.register_forward_hook(lambda mod, args, out: box.append(out.last_hidden_state))
-    try:
-        model(input_ids=ids, attention_mask=attn, logits_to_keep=_NO_LOGITS.to(ids.device), use_cache=False)
-    finally:
-        hook.remove()
-    return sod_loss.token_logprobs(box[0][:, :-1], model.lm_head.weight, ids[:, 1:], chunk)
+    weight (sod_loss.token_logprobs never builds (B, T, V) in fp32)."""
+    h = common.final_hidden_states(model, input_ids=ids, attention_mask=attn)
+    return sod_loss.token_logprobs(h[:, :-1], model.lm_head.weight, ids[:, 1:], chunk)
 
 
 @torch.no_grad()
