@@ -11,7 +11,8 @@ OUT=${OUT:-out/toy}
 ALGO=${ALGO:-sod}
 SEED=${SEED:-0}
 RUN=$ALGO$([ "$SEED" = 0 ] || echo "_seed$SEED")
-EVAL=(--bench toy --k 4 --limit 64 --top_p 1.0 --max_response_len 256 --max_turns 4)  # the distribution RL trains
+EVAL=(--bench toy --k 4 --limit 64 --top_p 1.0 --max_response_len 256 --max_turns 4  # the distribution RL trains
+      --rollout_mode sync)  # reproducible to the last digit (configs/toy.py says why)
 t0=$SECONDS
 sft() {  # name, model size, steps, learning rate; skips what already exists
     if compgen -G "$OUT/$1/step_*" > /dev/null; then echo "toy.sh: reusing $OUT/$1"

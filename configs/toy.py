@@ -1,4 +1,4 @@
-# SOD on the built-in toy task, CPU, ~8 minutes on 2 cores (toy.sh runs the whole pipeline).
+# SOD on the built-in toy task, CPU, ~3 minutes on 2 cores (toy.sh runs the whole pipeline).
 #   python train_sod.py --config configs/toy.py [--algo grpo|opd|sod] [--seed 1] [--out_dir out/toy/sod]
 student = "out/toy/student_sft"  # toy SFT outputs (configs/toy_sft.py)
 teacher = "out/toy/teacher_sft"
@@ -20,6 +20,11 @@ max_response_len = 256
 protocol = "clean"
 max_obs_chars = 256
 tool_timeout = 5.0
+# Turn-synchronous rollouts: a turn's batch never depends on how fast the tools answered, so a run is reproducible
+# to the last digit on a given machine and thread count. Continuous rollouts (the default elsewhere) batch turns as
+# tool results arrive; a different batch rounds logits differently (~1e-6), which can flip a token on a near tie,
+# and the runs drift apart from there. On this CPU workload they are only ~1.15x faster (README, Performance).
+rollout_mode = "sync"
 overlong_buffer = 32
 lr = 2e-4
 micro_batch_tokens = 16384
