@@ -6,8 +6,9 @@
 
 A script; a trailing bare expression is echoed (REPL-style); an exception is its traceback in stderr; each stream is
 cut to `max_chars` around a marker. status: ok | error | timeout | memory | killed (signal, output flood, fault).
-Every failure is an ExecResult. The first call starts a fork server (this file, no torch, numpy and sympy
-pre-imported) that keeps WARM sandboxes forked and waiting inside their namespaces; a call hands its code and the
+Every failure is an ExecResult. The first call starts a fork server (this file, no torch, numpy pre-imported; code
+that names sympy goes to a second one that has it too) that keeps WARM sandboxes forked and waiting inside their
+namespaces; a call hands its code and the
 ends of its output pipes to one of them and the server forks a replacement while the code runs.
 
 The same path for root and for any user (Linux >= 5.14 that allows unprivileged user namespaces; a probe checks at
@@ -38,6 +39,7 @@ import itertools
 import json
 import linecache
 import os
+import re
 import resource
 import select
 import selectors
@@ -57,7 +59,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MAX_CHARS = 4096  # per stream, what the model sees
 HARD_OUTPUT_BYTES = 4 << 20  # more output is a flood: kill now rather than at the timeout
 PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "heapq", "bisect",
-           "random", "re", "string", "statistics", "json", "datetime", "numpy", "sympy")  # imported once, shared
+           "random", "re", "string", "statistics", "json", "datetime", "numpy")  # imported once, shared
+# sympy doubles a server (26 -> 61 MB), and every call pays for the size twice, forking the sandbox and in its exit:
+# code that names it goes to a second server that has it imported too
+HEAVY = ("sympy", "mpmath")
+HEAVY_USE = re.compile(r"\b(?:" + "|".join(HEAVY) + r")\b")
 WARM = 4  # sandboxes kept forked and waiting: a call finds one ready
 HOST_UID = 200000  # a root caller's sandboxes run as this host uid; the fallback as root: one above it per call
 CODE_UID = 1000  # the code's uid inside its own user namespace (not root: no capabilities)
@@ -327,9 +333,9 @@ def _sandbox(srv, ctrl, view, uid, scratch, server):
 # -----------------------------------------------------------------------------
 # The fork server
 
-def fork_server(sock_dir):
+def fork_server(sock_dir, preload=PRELOAD + HEAVY):
     """Pre-import, probe the kernel, then keep WARM sandboxes waiting on the socket and watch the calls they take."""
-    for name in PRELOAD:
+    for name in preload:
         try:
             importlib.import_module(name)
         except ImportError:
@@ -459,8 +465,8 @@ def _serve(srv, view):
 class Pool:
     """Client of the fork server: started on first use, restarted when it has died; safe to use from many threads."""
 
-    def __init__(self):
-        self.lock, self.proc, self.dir, self.isolated = threading.Lock(), None, None, False
+    def __init__(self, preload=PRELOAD):
+        self.lock, self.proc, self.dir, self.isolated, self.preload = threading.Lock(), None, None, False, preload
 
     def socket_path(self):
         with self.lock:
@@ -468,7 +474,8 @@ class Pool:
                 self.close()
                 self.dir = tempfile.mkdtemp(prefix="sandbox-")  # mode 0700: only this user reaches the socket
                 self.proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "--fork-server",
-                                              self.dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=SANDBOX_ENV)
+                                              self.dir, ",".join(self.preload)], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, env=SANDBOX_ENV)
                 ready = self.proc.stdout.readline().split()
                 if ready[:1] != [b"ready"]:
                     raise RuntimeError("the sandbox fork server did not start")
@@ -547,15 +554,16 @@ def _result(reply, why, req, stdout, stderr):
                       round(reply.get("elapsed", 0.0), 6))
 
 
-_POOL = Pool()
+_POOL, _HEAVY_POOL = Pool(), Pool(PRELOAD + HEAVY)  # the second starts on the first call that names sympy
 atexit.register(_POOL.close)
+atexit.register(_HEAVY_POOL.close)
 
 
 def run_code(code, timeout=10.0, memory_mb=2048, *, stdin="", max_chars=MAX_CHARS, echo=True):
     """Run `code` in a fresh sandbox; thread-safe; never raises."""
     req = dict(code=code, timeout=float(timeout), memory_mb=int(memory_mb), stdin=stdin, echo=echo, max_chars=max_chars)
     try:
-        return _POOL.run(req)
+        return (_HEAVY_POOL if HEAVY_USE.search(code) else _POOL).run(req)
     except Exception as e:
         return ExecResult("killed", "", f"sandbox failure: {e!r}", 0.0)
 
@@ -687,4 +695,4 @@ def main():
 
 
 if __name__ == "__main__":
-    fork_server(sys.argv[2]) if sys.argv[1:2] == ["--fork-server"] else main()
+    fork_server(sys.argv[2], tuple(sys.argv[3].split(","))) if sys.argv[1:2] == ["--fork-server"] else main()

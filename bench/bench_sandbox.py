@@ -75,7 +75,7 @@ def server_side(n=100):
             os._exit(0)
         os.waitpid(pid, 0)
         fork.append(time.perf_counter() - t)
-    print(f"  bare fork + exit + wait of the warm server (numpy, sympy loaded): {ms(fork):.2f} ms")
+    print(f"  bare fork + exit + wait of the warm server (numpy loaded): {ms(fork):.2f} ms")
     sandbox._isolate_server(dirs)
     if (server := os.fork()) != 0:
         os._exit(os.waitstatus_to_exitcode(os.waitpid(server, 0)[1]))
