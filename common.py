@@ -257,7 +257,10 @@ def wrap_fsdp(model, dist, *, compile=False, activation_checkpointing=False, res
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     if activation_checkpointing:  # HF's own switch keeps parameter names intact (no wrapper prefixes in checkpoints)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # the name from transformers 5.24 on
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if compile:
         for block in decoder_blocks(model):
