@@ -467,6 +467,8 @@ class Pool:
 
     def __init__(self, preload=PRELOAD):
         self.lock, self.proc, self.dir, self.isolated, self.preload = threading.Lock(), None, None, False, preload
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # a call holds 5 descriptors: calls beyond what the
+        self.slots = threading.BoundedSemaphore(max(4, (soft - 256) // 5))  # limit allows wait (a 1024 limit: 153)
 
     def socket_path(self):
         with self.lock:
@@ -491,6 +493,10 @@ class Pool:
         self.proc = self.dir = None
 
     def run(self, req):
+        with self.slots:
+            return self._retry(req)
+
+    def _retry(self, req):
         for attempt in range(2):
             try:
                 return self._run(req)
@@ -512,15 +518,18 @@ class Pool:
                 for fd in (request, out_w, err_w):
                     os.close(fd)
                 request = out_w = err_w = None
-                wait = [out_r, err_r, s]
-                while s in wait:
-                    for fd in select.select(wait, [], [], req["timeout"] + 30)[0] or [s]:
-                        if fd is s:
-                            wait = []
+                poll, wait = select.poll(), {out_r, err_r, s.fileno()}  # poll: descriptors above 1024 are fine
+                for fd in wait:
+                    poll.register(fd, select.POLLIN)
+                while s.fileno() in wait:
+                    for fd in [fd for fd, _ in poll.poll((req["timeout"] + 30) * 1000)] or [s.fileno()]:
+                        if fd == s.fileno():
+                            wait = set()
                         elif chunk := os.read(fd, 1 << 16):
                             out[fd] += chunk
                         else:
-                            wait.remove(fd)
+                            wait.discard(fd)
+                            poll.unregister(fd)
                     if len(out[out_r]) + len(out[err_r]) > HARD_OUTPUT_BYTES and not flood:
                         flood = True
                         s.shutdown(socket.SHUT_WR)  # the server sees it and ends the call

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 
 import pytest
@@ -176,6 +177,21 @@ def test_concurrent_calls_run_in_parallel():
 
 # -----------------------------------------------------------------------------
 # Hostile code
+
+
+def test_calls_from_a_process_with_many_open_files():
+    # a rollout runs hundreds of tool calls at once: their descriptors pass 1024, where select() fails
+    import resource
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1400:
+        pytest.skip("needs a soft RLIMIT_NOFILE of 1400")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with ThreadPoolExecutor(8) as ex:
+            results = list(ex.map(lambda i: run_code(f"print({i} * 2)"), range(16)))
+        assert [r.stdout for r in results] == [f"{2 * i}\n" for i in range(16)], results[0]
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def test_infinite_loop_times_out():
