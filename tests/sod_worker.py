@@ -109,3 +109,5 @@ if __name__ == "__main__":
     train_sod.main(argv)
     if "--dump_engine" in flags:
         torch.save(engines[0].model.state_dict(), os.path.join(out_dir, f"engine_rank{os.environ.get('RANK', '0')}.pt"))
+    import common
+    common.exit_process()  # as train_sod.py ends: no gloo thread meets interpreter finalization
