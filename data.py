@@ -435,8 +435,14 @@ def _files(path_or_repo, relpath=None):
         if path_or_repo.count("/") != 1:
             raise SystemExit(f"data: {path_or_repo!r} is neither a local file/directory nor a Hub dataset id")
         from huggingface_hub import snapshot_download
-        root = snapshot_download(path_or_repo, repo_type="dataset",
-                                 allow_patterns=[relpath] if relpath else ["*.parquet", "*.jsonl"])
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+        try:
+            root = snapshot_download(path_or_repo, repo_type="dataset",
+                                     allow_patterns=[relpath] if relpath else ["*.parquet", "*.jsonl"])
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+            raise SystemExit(f"data: cannot fetch the dataset {path_or_repo!r} from the Hub ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}); pass --data with a local copy (its directory, "
+                             "or one parquet/jsonl file)") from None
     if relpath:
         files = glob.glob(os.path.join(root, relpath)) or glob.glob(os.path.join(root, "**", os.path.basename(
             relpath)), recursive=True)

@@ -108,6 +108,12 @@ def test_rl_data_prompt_mapping_per_file_and_mixed_source_warning(tmp_path, caps
     assert math["extra_info"] == {"index": "Q3"} and math["id"] == "Q3"
 
 
+def test_unreachable_hub_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as with no network: no cached snapshot, no download
+    with pytest.raises(SystemExit, match="cannot fetch the dataset 'no-such-org/no-such-repo'.*pass --data"):
+        data.load_eval_data("aime25", "no-such-org/no-such-repo")
+
+
 def test_sft_layout_and_missing_columns(tmp_path):
     msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     write(tmp_path / "full_sft_3k_shuffled_v4.parquet", [{"messages": msgs, "tools": json.dumps(data.TOOLS)}])
