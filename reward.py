@@ -17,6 +17,7 @@ import data
 TAIL = 20_000  # characters of the response the lenient graders look at: answers are at the end
 GRADERS = ("strict", "normalized", "math_verify")
 SHAPINGS = ("row", "turns", "none")
+CODE_TIMEOUT = 30.0  # seconds per test case (code_math.compute_score's default)
 PROTOCOLS = {"paper": dict(grader="strict", shaping="row"), "clean": dict(grader="normalized", shaping="turns")}
 
 
@@ -25,7 +26,6 @@ def grading(protocol, grader="", shaping=""):
     if protocol not in PROTOCOLS:
         raise SystemExit(f"reward: unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol] | {k: v for k, v in (("grader", grader), ("shaping", shaping)) if v}
-CODE_TIMEOUT = 30.0  # seconds per test case (code_math.compute_score's default)
 
 
 def decoded_like_original(text):
