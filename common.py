@@ -187,50 +187,7 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 # -----------------------------------------------------------------------------
-# Models and FSDP2
-
-
-def resolve_model_path(spec):
-    """The directory or Hub id that `spec` names, as vLLM and `from_pretrained` load it: a run directory becomes its
-    latest checkpoint's `model/`; a HF model directory or Hub id is itself; `toy:<size>` and `shape:<name>` are
-    returned as they are (built in memory by load_model, not loadable by vLLM)."""
-    if spec.startswith(("toy:", "shape:")):
-        return spec
-    if os.path.isdir(spec):
-        if os.path.isfile(os.path.join(spec, "config.json")):
-            return spec
-        if latest_checkpoint(spec):
-            return os.path.join(latest_checkpoint(spec), "model")
-        raise SystemExit(f"model: {spec!r} is a directory with neither a config.json nor a step_* checkpoint")
-    if spec.startswith((".", "/")) or spec.count("/") != 1:
-        raise SystemExit(f"model: {spec!r} is neither a local model directory nor a Hub id (org/name)")
-    return spec
-
-
-def load_model(spec, dtype=torch.float32):
-    """A causal LM and its tokenizer from a HF directory or Hub id, a run directory (its latest checkpoint), or
-    `toy:<size>` (a fresh tiny Qwen3 with the toy tokenizer, no download), or `shape:<size>` (the same, or a real
-    shape such as qwen3-0.6b, with Qwen3's tokenizer and its 151,936 embedding rows). Weights load into host memory;
-    fully_shard moves them to the device one block at a time (wrap_fsdp). `dtype="auto"` keeps the dtype the weights
-    come in (fp32 for toy: and shape:). `model.checkpoint_dtype` records that dtype: save_checkpoint writes it."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    import data
-    if spec.startswith(("toy:", "shape:")):  # built in memory, in fp32 unless asked otherwise
-        dtype = torch.float32 if dtype == "auto" else dtype
-        if spec.startswith("toy:"):
-            tok = data.make_toy_tokenizer()
-            model = data.tiny_qwen3(tok, size=spec[4:], dtype=dtype)
-        else:  # random weights of data.TINY_SIZES / QWEN3_SHAPES with Qwen3's real vocabulary
-            model, tok = data.tiny_qwen3(151936, size=spec[6:], dtype=dtype), data.make_qwen3_tokenizer()
-        model.checkpoint_dtype = dtype
-        return model, tok
-    path = resolve_model_path(spec)
-    came_in = AutoConfig.from_pretrained(path).dtype  # config.json's dtype (from_pretrained overwrites it)
-    came_in = getattr(torch, came_in) if isinstance(came_in, str) else came_in or torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=came_in if dtype == "auto" else dtype)
-    model.checkpoint_dtype = came_in
-    return model, AutoTokenizer.from_pretrained(path)
+# FSDP2
 
 
 def decoder_blocks(model):

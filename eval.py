@@ -1,8 +1,8 @@
 """Evaluate a model on the paper's benchmarks with the training agent loop: avg@k, pass@k, maj@k with bootstrap CIs.
 
 Every problem is sampled k times through the same multi-turn tool loop (rollout.py) and graders (reward.py) as
-training, under one protocol (DESIGN §4): "paper" (default: the original recipe's tool I/O, strict grader and eval
-settings: prompts over 4,096 tokens dropped, k=32, T=1.0, top_p=0.6, 20,480 tokens, 16 turns) or "clean". avg@k is
+training, under one protocol (docs/fidelity.md): "paper" (default: the original recipe's tool I/O, strict grader and
+eval settings: prompts over 4,096 tokens dropped, k=32, T=1.0, top_p=0.6, 20,480 tokens, 16 turns) or "clean". avg@k is
 the paper's metric (mean accuracy over all samples); pass@k is the unbiased estimator of Chen et al. (2021); maj@k
 votes over canonicalised answers. Each comes with a percentile bootstrap CI over problems. Per-sample results are
 appended to a JSONL cache as they finish, so a killed run resumes where it stopped; the cache key holds every
@@ -30,9 +30,12 @@ import numpy as np
 
 import common
 import data
+import models
+import report
 import reward
 import rollout
 import sandbox
+import tools
 
 BENCHES = ("aime24", "aime25", "gpqa_diamond", "livecodebench", "toy")
 
@@ -214,12 +217,12 @@ def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_
     With out_path (a path stem), samples are cached in <stem>.samples.jsonl as they finish (finished ones are
     skipped on restart) and <stem>.json / .md / .png are written; without it nothing touches the disk. `meta`
     adds run knobs (model, bench, data, backend, ...) to the cache key and the report. The global RNG is left as
-    it was, so a training loop that calls this stays reproducible. `tools` is a rollout.ToolProtocol (None = the
+    it was, so a training loop that calls this stays reproducible. `tools` is a tools.ToolProtocol (None = the
     paper's); `grader` and `shaping` are reward.compute_score's."""
     import torch
     from tqdm import tqdm
 
-    tools = tools or rollout.tool_protocol("paper")
+    tools = tools or tools.tool_protocol("paper")
     knobs = dict(meta or {}, protocol=tools.name, tools=vars(tools), grader=grader, shaping=shaping,
                  overlong_buffer=overlong_buffer, temperature=temperature, top_p=top_p,
                  max_response_len=max_response_len, max_turns=max_turns, rollout_mode=mode, seed=seed)
@@ -255,52 +258,9 @@ def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_
     samples = [done[(p["id"], j)] for p in problems for j in range(k)]
     metrics = compute_metrics(samples, n_boot, seed)
     if out_path:
-        write_reports(out_path, knobs, metrics, samples)
+        report.write_reports(out_path, knobs, metrics, samples, pass_curve(samples),
+                             [np.mean([r["acc"] for r in rs]) for rs in group_by_problem(samples).values()])
     return metrics
-
-# -----------------------------------------------------------------------------
-# Reports: JSON (everything), Markdown (for people), PNG (the shape of the results)
-
-
-def pct(x):
-    return f"{100 * x:.2f}"
-
-
-def write_reports(out_path, knobs, metrics, samples):
-    k, curve = metrics["k"], pass_curve(samples)
-    rates = [np.mean([r["acc"] for r in rs]) for rs in group_by_problem(samples).values()]
-    slim = [{key: v for key, v in r.items() if key not in ("response_text", "key", "psha")} for r in samples]
-    with open(out_path + ".json", "w") as f:
-        json.dump({"knobs": knobs, "metrics": metrics, "pass_curve": curve, "samples": slim}, f, indent=1)
-    lines = [f"# {knobs.get('bench', 'eval')}: {knobs.get('model', '')}", "",
-             f"{metrics['problems']} problems x {k} samples; 95% percentile bootstrap CIs over problems.", "",
-             f"Protocol `{knobs.get('protocol')}` (tool I/O), grader `{knobs.get('grader')}`, tool-use shaping "
-             f"`{knobs.get('shaping')}`; {knobs.get('dropped_long_prompts', 0)} prompts dropped as too long.", "",
-             "| metric | % | 95% CI |", "|---|---|---|"]
-    lines += [f"| {m}@{k} | {pct(metrics[f'{m}@{k}'])} | [{pct(metrics[f'{m}@{k}_lo'])}, "
-              f"{pct(metrics[f'{m}@{k}_hi'])}] |" for m in ("avg", "pass", "maj")]
-    lines += ["", "| pass@j | " + " | ".join(str(j) for j in range(1, k + 1)) + " |", "|---" * (k + 1) + "|",
-              "| % | " + " | ".join(pct(v) for v in curve) + " |", "", "| TIR statistic | value |", "|---|---|"]
-    lines += [f"| {name} | {metrics[name]:.4g} |" for name in ("tool_calls", "tool_error_rate", "tool_timeout_rate",
-                                                                "turns", "response_tokens", "truncated", "no_answer")]
-    lines += ["", "| knob | value |", "|---|---|"] + [f"| {key} | `{v}` |" for key, v in knobs.items()]
-    with open(out_path + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in headless jobs
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    ax1.hist(rates, bins=(np.arange(k + 2) - 0.5) / k, edgecolor="black")
-    ax1.set(xlabel=f"per-problem success rate ({k} samples)", ylabel="problems", title=knobs.get("bench", ""))
-    ax2.plot(range(1, k + 1), curve, marker="o")
-    ax2.set(xlabel="k", ylabel="pass@k", xscale="log", ylim=(0, 1), title=f"avg@{k} = {pct(metrics[f'avg@{k}'])}%")
-    fig.savefig(out_path + ".png", dpi=110)
-
-
-def format_compare(out, a, b):
-    s = (f"compare on {out['problems']} shared problems (only in A: {out['only_a']}, only in B: {out['only_b']})\n"
-         f"  A {a}: {pct(out['a'])}%\n  B {b}: {pct(out['b'])}%\n"
-         f"  B - A: {pct(out['diff'])} points, 95% paired bootstrap CI [{pct(out['diff_lo'])}, {pct(out['diff_hi'])}]")
-    return s + "".join(f"\n  knob {key}: {va!r} vs {vb!r}" for key, (va, vb) in out["knobs_that_differ"].items())
 
 # -----------------------------------------------------------------------------
 
@@ -316,7 +276,7 @@ class Config:
     max_response_len: int = 20480  # tokens per episode after the prompt, tool responses included (paper: 20480)
     max_turns: int = 16  # assistant turns per episode (paper: 16)
     max_prompt_len: int = 4096  # longer prompts are dropped and counted (paper's eval scripts: 4096)
-    protocol: str = ""  # paper (original tool I/O and grading) | clean (DESIGN §4); "" = paper, clean for toy
+    protocol: str = ""  # paper (original tool I/O and grading) | clean (docs/fidelity.md); "" = paper, clean for toy
     grader: str = ""  # strict | normalized | math_verify; "" = the protocol's (paper: strict, clean: normalized)
     shaping: str = ""  # tool-use shaping of wrong answers: row | turns | none; "" = the protocol's (reward.py)
     max_obs_chars: int = 0  # tool output shown per call; 0 = the protocol's (paper: 256, clean: 2048)
@@ -345,7 +305,7 @@ def model_files(path):
 
 
 def make_engine(cfg, path):
-    """(engine, tokenizer, backend name); vLLM loads the weights itself, the HF engine from common.load_model."""
+    """(engine, tokenizer, backend name); vLLM loads the weights itself, the HF engine from models.load_model."""
     import importlib.util
 
     import torch
@@ -357,7 +317,7 @@ def make_engine(cfg, path):
         tok = AutoTokenizer.from_pretrained(path)
         return rollout.make_engine("vllm", path, tok, seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
                                    max_model_len=32768), tok, backend
-    model, tok = common.load_model(path)
+    model, tok = models.load_model(path)
     return rollout.make_engine("hf", path, tok, model=model), tok, backend
 
 
@@ -376,7 +336,7 @@ def main(argv=None):
                          "CUDA_VISIBLE_DEVICES")
     if pair:
         out = compare_runs(*pair, cfg.n_boot, cfg.seed)
-        print(format_compare(out, *pair))
+        print(report.format_compare(out, *pair))
         return out
     if cfg.bench not in BENCHES:
         raise SystemExit(f"eval: unknown --bench {cfg.bench!r}; choose one of {', '.join(BENCHES)}")
@@ -386,28 +346,28 @@ def main(argv=None):
     if cfg.overlong_buffer < 0:
         cfg.overlong_buffer = 4096 if cfg.bench == "livecodebench" else 1024
     common.print_config(cfg)
-    tools = rollout.protocol_of(cfg)
+    proto = tools.protocol_of(cfg)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
-    path = common.resolve_model_path(cfg.model)
+    path = models.resolve_model_path(cfg.model)
     engine, tokenizer, backend = make_engine(cfg, path)
     problems, dropped = drop_long_prompts(tokenizer, problems, cfg.max_prompt_len)
     print(f"eval: {cfg.bench}: {len(problems)} problems ({dropped} dropped as longer than {cfg.max_prompt_len} "
-          f"tokens); protocol {tools.name}, grader {grading['grader']}, shaping {grading['shaping']}")
+          f"tokens); protocol {proto.name}, grader {grading['grader']}, shaping {grading['shaping']}")
     problems = problems[:cfg.limit] if cfg.limit > 0 else problems
     out_dir = cfg.out_dir or os.path.join("out", "eval", re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.model).strip("_."))
     meta = dict(bench=cfg.bench, data=cfg.data or "default", model=cfg.model, model_files=model_files(path),
                 backend=backend, sandbox=cfg.sandbox, max_prompt_len=cfg.max_prompt_len, dropped_long_prompts=dropped)
     metrics = evaluate(engine, tokenizer, problems, cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_response_len=cfg.max_response_len, max_turns=cfg.max_turns, tools=tools,
+                       max_response_len=cfg.max_response_len, max_turns=cfg.max_turns, tools=proto,
                        overlong_buffer=cfg.overlong_buffer, mode=cfg.rollout_mode, batch_size=cfg.batch_size,
                        seed=cfg.seed,
-                       execute=sandbox.make_executor(cfg.sandbox, tools.memory_mb), n_boot=cfg.n_boot,
+                       execute=sandbox.make_executor(cfg.sandbox, proto.memory_mb), n_boot=cfg.n_boot,
                        out_path=os.path.join(out_dir, cfg.bench), meta=meta, **grading)
     k = cfg.k
-    print(" | ".join(f"{m}@{k} {pct(metrics[f'{m}@{k}'])} [{pct(metrics[f'{m}@{k}_lo'])}, "
-                     f"{pct(metrics[f'{m}@{k}_hi'])}]" for m in ("avg", "pass", "maj"))
-          + f" | tool calls {metrics['tool_calls']:.2f}, truncated {pct(metrics['truncated'])}% -> {out_dir}")
+    print(" | ".join(f"{m}@{k} {report.pct(metrics[f'{m}@{k}'])} [{report.pct(metrics[f'{m}@{k}_lo'])}, "
+                     f"{report.pct(metrics[f'{m}@{k}_hi'])}]" for m in ("avg", "pass", "maj"))
+          + f" | tool calls {metrics['tool_calls']:.2f}, truncated {report.pct(metrics['truncated'])}% -> {out_dir}")
     return metrics
 
 

@@ -1,5 +1,5 @@
 """Rewards: graders for math (\\boxed{} answers), GPQA (option letter) and code (tests in the sandbox), and the
-training reward of DESIGN §2 (±1, DAPO overlong shaping, tool-use shaping of wrong answers).
+training reward of docs/algorithm.md (±1, DAPO overlong shaping, tool-use shaping of wrong answers).
 
 Three math graders (`grader`): "strict" is the original's check (verl/utils/reward_score/math_dapo.py, called with
 strict_box_verify=True by recipe/demystify/reward.py): the last 100 characters, the last `\\boxed{`, exact string
@@ -22,7 +22,8 @@ PROTOCOLS = {"paper": dict(grader="strict", shaping="row"), "clean": dict(grader
 
 
 def grading(protocol, grader="", shaping=""):
-    """compute_score's `grader` and `shaping` for a protocol (DESIGN §4), each overridable ("" keeps the protocol's)."""
+    """compute_score's `grader` and `shaping` for a protocol (docs/fidelity.md), each overridable ("" keeps the
+    protocol's)."""
     if protocol not in PROTOCOLS:
         raise SystemExit(f"reward: unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol] | {k: v for k, v in (("grader", grader), ("shaping", shaping)) if v}

@@ -1,12 +1,9 @@
 """Rollouts: the tool-integrated-reasoning agent loop and the engines that sample for it.
 
-An episode is built token-in, token-out: the prompt ids from the chat template, then each assistant turn's ids
-exactly as sampled (mask 1, with the sampler's log-probs), then the ids of the tool-response turn (mask 0), which
-come from rendering the chat template once and taking the suffix. History is never re-rendered, so the ids the
-student sampled are the ids the student, the teacher and the loss see.
-
-Engines take one turn at a time (`Engine`): `HFEngine` (transformers, our own continuous batching; CPU or one GPU)
-and `VLLMEngine` (vLLM's offline engine beside the trainer, CUDA only). README, "Rollouts", has the design.
+An episode is built token-in, token-out: the prompt ids, each assistant turn's ids exactly as sampled (mask 1, with
+the sampler's log-probs), then the ids of the tool-response turn (mask 0, tools.tool_response_ids). History is never
+re-rendered: the ids the student sampled are the ids the student, the teacher and the loss see. Engines take one
+turn at a time: `HFEngine` (transformers, our own continuous batching) and `VLLMEngine` (vLLM, CUDA only).
 
     python rollout.py --model out/toy_sft --n 4        # roll out a few toy problems with a trained model, print them
     python rollout.py --model Qwen/Qwen3-0.6B --backend vllm --n 2 --max_response_len 4096   # on one GPU
@@ -14,201 +11,15 @@ and `VLLMEngine` (vLLM's offline engine beside the trainer, CUDA only). README, 
 
 import copy
 import inspect
-import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 
 import common
-import data
+import models
 import sod_loss
-
-# -----------------------------------------------------------------------------
-# Tool calls
-
-
-def parse_tool_calls(text):
-    """Hermes tool calls in an assistant turn -> [{"name", "arguments"}] or {"error": why} per malformed call, which
-    the model gets back as the tool response; [] when the turn calls nothing."""
-    calls = []
-    for m in re.finditer(r"<tool_call>(.*?)(</tool_call>|$)", text, re.S):
-        body, closed = m.group(1).strip(), m.group(2)
-        if not closed:
-            calls.append({"error": "unclosed <tool_call> tag: close every call with </tool_call>"})
-            continue
-        try:
-            obj = json.loads(body)
-        except json.JSONDecodeError as e:
-            calls.append({"error": f"the tool call is not valid JSON ({e.msg} at char {e.pos})"})
-            continue
-        if not isinstance(obj, dict):
-            calls.append({"error": 'a tool call must be a JSON object {"name": ..., "arguments": {...}}'})
-            continue
-        if obj.get("name") != data.TOOL_NAME:
-            calls.append({"error": f"unknown tool {obj.get('name')!r}; the only tool is {data.TOOL_NAME!r}"})
-            continue
-        args = obj.get("arguments")
-        if isinstance(args, str):  # some models send the arguments as a JSON string
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                pass
-        if not isinstance(args, dict):
-            calls.append({"error": 'the "arguments" of a tool call must be a JSON object like {"code": "..."}'})
-        elif not isinstance(args.get("code"), str):
-            calls.append({"error": 'code_interpreter needs a string argument "code"'})
-        else:
-            calls.append({"name": data.TOOL_NAME, "arguments": {"code": args["code"]}})
-    return calls
-
-
-@dataclass(frozen=True)
-class ToolProtocol:
-    """How tool calls are run and answered (DESIGN §4). "paper" is the original recipe, quirks included (the files
-    named below are the original's); "clean" is what we would design without history (the toy's default)."""
-    name: str = "clean"  # paper | clean
-    max_chars: int = 2048  # characters of tool output the model reads back per call
-    timeout: float = 10.0  # seconds per call
-    memory_mb: int = 2048  # per call (the caller builds its executor with it)
-    max_calls: int = 0  # calls run per assistant turn, in order (0 = all)
-
-
-PROTOCOLS = {  # paper: sandbox_fusion_tool_config.yaml (60 s, 2048 MB), rollout.yaml (256 chars, 1 call per turn)
-    "paper": dict(max_chars=256, timeout=60.0, memory_mb=2048, max_calls=1),
-    "clean": dict(max_chars=2048, timeout=10.0, memory_mb=2048, max_calls=0),
-}
-
-
-def tool_protocol(name="clean", **overrides):
-    """The ToolProtocol `name` with some fields overridden (None leaves the protocol's value)."""
-    if name not in PROTOCOLS:
-        raise SystemExit(f"tools: unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
-    return ToolProtocol(name, **(PROTOCOLS[name] | {k: v for k, v in overrides.items() if v is not None}))
-
-
-def protocol_of(cfg):
-    """The ToolProtocol of a train_sod.py / eval.py config: its `protocol` with the tool knobs it sets."""
-    return tool_protocol(cfg.protocol, max_chars=cfg.max_obs_chars or None, timeout=cfg.tool_timeout or None,
-                         max_calls=None if cfg.tool_max_calls < 0 else cfg.tool_max_calls,
-                         memory_mb=cfg.tool_memory_mb or None)
-
-
-# Fixed reply texts of the paper protocol, verbatim from verl/tools/sandbox_fusion_tools.py (a program that did not
-# run to its end) and verl/experimental/agent_loop/tool_agent_loop.py (a call it could not make).
-PAPER_NO_OUTPUT = "no stdout here"
-PAPER_CALL_ERROR = "Error when executing tool: {}"
-PAPER_CUT = "...(truncated)..."
-
-
-def paper_code(code):
-    """The code the original runs (recipe/demystify/reward.py CustomSandboxFusionTool): the first ```python block
-    when there is one, then the last non-empty line wrapped in print(...) unless it starts with "print", textually
-    (so a last line `x = 5` becomes a TypeError the model reads back)."""
-    blocks = re.findall(r"```python(.*?)```", code, re.S)
-    lines = (blocks[0].strip() if blocks else code).split("\n")
-    for i in reversed(range(len(lines))):
-        if lines[i] != "":
-            lines[i] = lines[i] if lines[i].startswith("print") else f"print({lines[i]})"
-            break
-    return "\n".join(lines)
-
-
-def _paper_turn(text, execute, proto):
-    """The original's hermes parsing and call (tool_parser.py, tool_agent_loop.py): calls whose JSON or name /
-    arguments keys fail are dropped; none left ends the episode; only the first max_calls run; a call the tool
-    cannot make (unknown name, arguments without a string "code") is answered with the error's text."""
-    if "<tool_call>" not in text or "</tool_call>" not in text:
-        return None
-    parsed, dropped = [], 0
-    for body in re.findall(r"<tool_call>(.*?)</tool_call>", text, re.S):
-        try:
-            obj = json.loads(body)
-            parsed.append({"name": obj["name"], "arguments": obj["arguments"]})
-        except Exception:  # the original drops the call whatever went wrong (not JSON, not a dict, a missing key)
-            dropped += 1
-    if not parsed:
-        return {"calls": [{"error": "unparsable tool call"}] * dropped, "status": ["malformed"] * dropped,
-                "observations": [], "end": True}
-    calls, status, obs = parsed[:proto.max_calls or None], [], []
-    for c in calls:
-        try:
-            if c["name"] != data.TOOL_NAME:
-                raise KeyError(c["name"])  # the original looks the name up in its dict of tools
-            code = c["arguments"]["code"]
-            res = execute(paper_code(code), proto.timeout, echo=False)
-            status.append(res.status)
-            obs.append(paper_observation(res, proto.max_chars))
-        except Exception as e:  # the same Python errors the original's tool raises on bad arguments
-            status.append("malformed")
-            obs.append(paper_observation(PAPER_CALL_ERROR.format(e), proto.max_chars))
-    return {"calls": calls, "status": status, "observations": obs, "end": False}
-
-
-def paper_observation(result, max_chars):
-    """The text the model reads back for one call under "paper": stdout + stderr of a program that ran to its end,
-    the fixed text otherwise (`result` is a sandbox ExecResult, or the reply text itself), middle cut to max_chars."""
-    text = result if isinstance(result, str) else \
-        result.stdout + result.stderr if result.status in ("ok", "error", "memory") else PAPER_NO_OUTPUT
-    if len(text) > max_chars:
-        half = max_chars // 2
-        text = text[:half] + PAPER_CUT + text[-half:]
-    return text
-
-
-def observation(call, result, max_chars):
-    """The text the model reads back for one call under "clean"; `result` is a sandbox ExecResult (None for
-    malformed calls)."""
-    if "error" in call:
-        text = f"Error: {call['error']}"
-    elif result.status == "ok":
-        text = result.stdout.rstrip() or "(no output)"
-    elif result.status == "timeout":
-        text = result.stdout + f"\nTimeoutError: the code ran longer than the time limit ({result.elapsed_s:.0f}s)"
-    else:
-        text = (result.stdout + "\n" + result.stderr).strip() or f"Error: execution {result.status}"
-    if len(text) > max_chars:
-        text = text[:max_chars] + f"\n... [truncated {len(text) - max_chars} characters]"
-    return text
-
-
-def tool_turn(text, execute, proto):
-    """Run the tool calls of one assistant turn under `proto`. None when the turn calls no tool (the episode ends
-    with its answer); else {"calls", "status" (ok | error | timeout | memory | killed | malformed), "observations"
-    (one reply per call run), "end" (the episode ends now: a paper turn whose calls all fail to parse)}.
-    `execute(code, timeout, echo=...)` is a sandbox executor; thread-safe, so many turns may run at once."""
-    if proto.name == "paper":
-        return _paper_turn(text, execute, proto)
-    calls = parse_tool_calls(text)[:proto.max_calls or None]
-    if not calls:
-        return None
-
-    def run(c):  # clean: an AST echo of a final bare expression; malformed calls get an error reply
-        return None if "error" in c else execute(c["arguments"]["code"], proto.timeout, echo=True)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(run, calls))
-    return {"calls": calls, "status": ["malformed" if r is None else r.status for r in results],
-            "observations": [observation(c, r, proto.max_chars) for c, r in zip(calls, results)], "end": False}
-
-
-def tool_response_ids(tok, contents, proto):
-    """Token ids that follow an assistant turn's <|im_end|> and carry `contents` back as tool messages, up to the
-    next assistant generation prompt. clean: the suffix the full template renders (from the newline after
-    <|im_end|>), by diffing two renders of a dummy chat (the prefix property: the longer render must extend the
-    shorter one token for token). paper: the tool messages rendered on their own, as the original's agent loop does
-    (tool_agent_loop.py), so without that newline."""
-    tools = [{"role": "tool", "content": c} for c in contents]
-    if proto.name == "paper":
-        empty = tok.apply_chat_template([{}], tokenize=True, return_dict=False)  # the original's "system prompt"
-        return tok.apply_chat_template(tools, add_generation_prompt=True, tokenize=True, return_dict=False)[len(empty):]
-    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r"}]
-    base = tok.apply_chat_template(chat, tokenize=True, return_dict=False)
-    full = tok.apply_chat_template(chat + tools, add_generation_prompt=True, tokenize=True, return_dict=False)
-    assert full[:len(base)] == base, "chat template breaks the prefix property: cannot append tool turns by ids"
-    end = max(i for i, t in enumerate(base) if t == tok.convert_tokens_to_ids("<|im_end|>"))
-    return full[end + 1:]
-
+from tools import tool_protocol, tool_response_ids, tool_turn
 
 # -----------------------------------------------------------------------------
 # Episodes and the agent loop
@@ -431,7 +242,7 @@ class HFEngine(Engine):
     for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
     padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model, or, with
     `share=True`, on `model` itself (a trainer that updates it in place and never shards it). Why not transformers'
-    continuous batching, and where the dense cache stops being usable: README, "Rollouts"."""
+    continuous batching, and where the dense cache stops being usable: docs/rollouts.md."""
 
     def __init__(self, model, tokenizer, device="cpu", share=False):
         device = torch.device(device)
@@ -643,7 +454,7 @@ def make_engine(backend, model_path, tokenizer, model=None, seed=0, gpu_memory_u
     if backend == "vllm":
         return VLLMEngine(model_path, tokenizer, seed, gpu_memory_utilization, max_model_len)
     if model is None:
-        model, _ = common.load_model(model_path)
+        model, _ = models.load_model(model_path)
     return HFEngine(model, tokenizer, device, share=share)
 
 # -----------------------------------------------------------------------------
@@ -667,12 +478,13 @@ class Config:
 
 def main(argv=None):
     import sandbox
+    import toy
     cfg = common.parse_config(Config, argv)
     common.set_seed(cfg.seed)
-    model, tok = common.load_model(cfg.model)
+    model, tok = models.load_model(cfg.model)
     engine = make_engine(cfg.backend, cfg.model, tok, model=model, seed=cfg.seed,
                          max_model_len=1024 + cfg.max_response_len)
-    problems = data.toy_problems(cfg.n, cfg.seed)
+    problems = toy.toy_problems(cfg.n, cfg.seed)
     prompts = [tok.apply_chat_template(p["prompt_messages"], tools=p["tools"], add_generation_prompt=True,
                                        tokenize=True, return_dict=False) for p in problems]
     eps = rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,

@@ -1,4 +1,4 @@
-"""sod_loss.py: the SOD objective as pure tensor functions (DESIGN.md §2). Read this file first.
+"""sod_loss.py: the SOD objective as pure tensor functions (docs/algorithm.md). Read this file first.
 
 A rollout is one sequence prompt + response. response_mask[t] = 1 on tokens the policy sampled (assistant turns,
 each turn's end-of-turn token included) and 0 on prompt, tool responses and padding. A *step* is one maximal run of

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The built-in toy pipeline on a CPU, no download (DESIGN §7): toy SFT of a teacher (deeper, longer) and a student
+# The built-in toy pipeline on a CPU, no download (docs/toy.md): toy SFT of a teacher (deeper, longer) and a student
 # (shallower, briefly), both evaluated on the toy benchmark, then SOD on the student with the teacher, then the
 # student's toy accuracy again. SFT outputs already under $OUT are reused, so baselines and seeds cost one RL run:
 #   bash toy.sh                              # everything under out/toy

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 import common
 import data
+import models
 import sod_loss
+import toy
 from common import print0
 
 
@@ -34,7 +36,7 @@ class Config:
     model: str = "toy:toy_student"  # HF dir / Hub id / run dir / toy:<size>
     data: str = "toy"  # "toy", a Hub dataset id or a local parquet/jsonl path (messages + tools)
     toy_n: int = 2000  # conversations of the toy task when data == "toy"
-    protocol: str = "clean"  # tool replies in the toy's conversations: clean | paper (DESIGN §4; real data has its own)
+    protocol: str = "clean"  # the toy conversations' tool replies: clean | paper (docs/fidelity.md; real data: its own)
     out_dir: str = "out/sft"
     max_length: int = 32768  # tokens per conversation
     truncate: bool = False  # longer conversations: truncate (True) or drop (False)
@@ -186,7 +188,7 @@ def batch_nll(model, rows, device, chunk=1024):
 def load_docs(cfg, tok):
     if cfg.protocol not in ("clean", "paper"):
         raise SystemExit(f"sft: unknown protocol {cfg.protocol!r}; choose clean or paper")
-    convs = data.toy_sft_conversations(cfg.toy_n, cfg.seed, cfg.protocol) if cfg.data == "toy" else \
+    convs = toy.toy_sft_conversations(cfg.toy_n, cfg.seed, cfg.protocol) if cfg.data == "toy" else \
         data.load_sft_data(cfg.data)
     docs, dropped, cut, bad = [], 0, 0, 0
     for c in convs:
@@ -228,7 +230,7 @@ def main(argv=None):
         common.print_config(cfg)
         common.set_seed(cfg.seed)
         ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
-        model, tok = common.load_model(os.path.join(ckpt, "model") if ckpt else cfg.model)
+        model, tok = models.load_model(os.path.join(ckpt, "model") if ckpt else cfg.model)
         set_attention(model, dist.device)
         model = common.wrap_fsdp(model, dist, compile=cfg.compile,
                                  activation_checkpointing=cfg.activation_checkpointing)

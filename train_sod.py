@@ -12,8 +12,6 @@ the prompt set, or `max_steps` steps if that comes first (0: epochs decide).
     python train_sod.py --plot out/toy/sod                                         # curves -> out/toy/sod/curves.png
 """
 
-import html
-import json
 import os
 import sys
 import time
@@ -24,10 +22,14 @@ import torch
 
 import common
 import data
+import models
+import report
 import reward
 import rollout
 import sandbox
 import sod_loss
+import tools
+import toy
 from common import print0
 
 
@@ -41,7 +43,7 @@ class Config:
     val_limit: int = 64  # validation problems (0 = all)
     val_k: int = 4  # samples per validation problem
     out_dir: str = "out/sod"  # checkpoints, metrics.jsonl, trajectory dumps
-    # algorithm (DESIGN §2)
+    # algorithm (docs/algorithm.md)
     algo: str = "sod"  # grpo | opd | sod | gated
     opd_coef: float = 1.0  # c: weight of the distillation term in the advantage
     sod_eps: float = 1e-6  # ε in the step weight
@@ -58,7 +60,7 @@ class Config:
     max_turns: int = 16  # assistant turns per episode
     max_prompt_len: int = 2560  # longer prompts are dropped at load time
     max_response_len: int = 20480  # response tokens per episode (tool outputs included)
-    protocol: str = "clean"  # tool I/O and grading, DESIGN §4: paper (the original recipe) | clean (the toy's)
+    protocol: str = "clean"  # tool I/O and grading, docs/fidelity.md: paper (the original recipe) | clean (the toy's)
     grader: str = ""  # strict | normalized | math_verify; "" = the protocol's (paper: strict, clean: normalized)
     shaping: str = ""  # tool-use shaping of wrong answers: row | turns | none; "" = the protocol's (reward.py)
     max_obs_chars: int = 0  # tool output shown per call; 0 = the protocol's (paper: 256, clean: 2048)
@@ -108,7 +110,7 @@ def load_problems(spec, tok, max_prompt_len, limit=0, seed=0, bench=False):
     if bench:
         probs = data.load_eval_data(spec)
     else:
-        probs = data.toy_problems(2048, seed=seed) if spec == "toy" else data.load_rl_data(spec)
+        probs = toy.toy_problems(2048, seed=seed) if spec == "toy" else data.load_rl_data(spec)
     if limit:
         probs = probs[:limit]
     template = lambda p, tools: tok.apply_chat_template(p["prompt_messages"], tools=tools, add_generation_prompt=True,
@@ -143,7 +145,7 @@ def sample_episodes(engine, tok, problems, group_size, cfg, temperature, top_p, 
     prompts = [p["prompt_ids"] for p in problems for _ in range(group_size)]
     eps = rollout.rollout(engine, tok, prompts, max_turns=cfg.max_turns, max_response_len=cfg.max_response_len,
                           temperature=temperature, top_p=top_p, execute=execute,
-                          tools=rollout.protocol_of(cfg), mode=cfg.rollout_mode)
+                          tools=tools.protocol_of(cfg), mode=cfg.rollout_mode)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     for i, ep in enumerate(eps):
         p = problems[i // group_size]
@@ -202,69 +204,6 @@ def score(model, episodes, groups, dev, chunk):
     return out
 
 
-def html_page(step, episodes, tok, rows):
-    """A self-contained page: each token coloured by τ − s (red: the teacher finds it unlikely), each assistant
-    step boxed with its d_k and w_k, tool outputs in grey, reward on top."""
-    style = ("body{font:13px monospace;max-width:1100px;margin:auto} span{white-space:pre-wrap} .c{color:#888}"
-             ".s{border:1px solid #36c;margin:3px 0;padding:3px;border-radius:4px} .l{color:#36c;font-size:11px}"
-             ".ep{border-top:3px solid #000;margin-top:18px}")
-    parts = [f"<html><head><meta charset='utf-8'><title>step {step}</title><style>{style}</style></head><body>"
-             f"<h2>step {step}</h2><p>token colour: τ−s (teacher minus student log-prob of the sampled token); red: "
-             "the teacher finds the token unlikely. Grey: prompt and tool output (not trained).</p>"]
-    for ep, (adv, st) in zip(episodes, rows):
-        parts.append(f"<div class='ep'><b>score {ep.score:+.2f} acc {int(bool(ep.acc))} pred "
-                     f"{html.escape(str(ep.pred))}</b> · turns {ep.num_turns} · tool calls {ep.num_tool_calls} · "
-                     f"errors {ep.tool_errors} · finish {ep.finish} · advantage {adv:+.3f}</div>")
-        o = st["o"]
-        t, k, n = len(ep.prompt_ids), 0, len(ep.ids)
-        while t < n:
-            masked = ep.mask[t]
-            e = t
-            while e < n and ep.mask[e] == masked:
-                e += 1
-            if masked:
-                spans = []
-                for j in range(t, e):
-                    v = float(o[j - 1]) if j > 0 else 0.0
-                    a = min(abs(v) / 4.0, 1.0)
-                    rgb = f"220,40,40,{a:.2f}" if v < 0 else f"40,160,40,{a:.2f}"
-                    spans.append(f"<span style='background:rgba({rgb})' title='τ−s={v:+.3f}'>"
-                                 f"{html.escape(tok.decode([ep.ids[j]]))}</span>")
-                d, w = (st["d"][k], st["w"][k]) if k < len(st["d"]) else (float("nan"), float("nan"))
-                parts.append(f"<div class='s'><div class='l'>step {k + 1}: d={d:.4f} w={w:.3f}</div>{''.join(spans)}"
-                             "</div>")
-                k += 1
-            else:
-                parts.append(f"<div class='c'><span>{html.escape(tok.decode(ep.ids[t:e]))}</span></div>")
-            t = e
-    return "\n".join(parts + ["</body></html>"])
-
-
-def plot(out_dir):
-    """Training curves from out_dir/metrics.jsonl to out_dir/curves.png."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    path = os.path.join(out_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        raise SystemExit(f"plot: no metrics.jsonl in {out_dir}")
-    rows = [json.loads(line) for line in open(path)]
-    keys = ["reward", "acc", "val/acc", "loss", "w_mean", "w_lt_half", "d_mean", "tool_calls", "tool_error_rate",
-            "response_len", "mismatch", "clip_frac"]
-    keys = [k for k in keys if any(k in r for r in rows)]
-    fig, axes = plt.subplots((len(keys) + 3) // 4, 4, figsize=(16, 3.2 * ((len(keys) + 3) // 4)), squeeze=False)
-    for ax, k in zip(axes.flat, keys):
-        pts = [(r["step"], r[k]) for r in rows if k in r]
-        ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None)
-        ax.set_title(k)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "curves.png"), dpi=100)
-    print(f"plot: {os.path.join(out_dir, 'curves.png')}")
-
-
 def quantiles(x, qs=(0.1, 0.5, 0.9)):
     return [float(v) for v in np.quantile(x, qs)] if len(x) else [float("nan")] * len(qs)
 
@@ -299,8 +238,8 @@ def train(cfg, dist):
     # shards. Sharded, the HF engine keeps its own copy (taken before sharding); in one CPU process the student stays
     # a plain module and the engine samples from its very parameters (no copy, the weight push finds them in place).
     ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
-    student_path = common.resolve_model_path(os.path.join(ckpt, "model") if ckpt else cfg.student)
-    student, tok = common.load_model(student_path)
+    student_path = models.resolve_model_path(os.path.join(ckpt, "model") if ckpt else cfg.student)
+    student, tok = models.load_model(student_path)
     engine = rollout.make_engine(cfg.backend, student_path, tok, model=student, seed=cfg.seed + dist.rank,
                                  gpu_memory_utilization=cfg.gpu_memory_utilization,
                                  max_model_len=cfg.max_prompt_len + cfg.max_response_len, share=not common.shards(dist))
@@ -310,7 +249,7 @@ def train(cfg, dist):
     push_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     teacher = None
     if cfg.algo != "grpo":  # GRPO never needs the teacher: it is not even loaded
-        teacher, teacher_tok = common.load_model(cfg.teacher, dtype=torch.bfloat16 if dev.type == "cuda" else "auto")
+        teacher, teacher_tok = models.load_model(cfg.teacher, dtype=torch.bfloat16 if dev.type == "cuda" else "auto")
         if teacher_tok.get_vocab() != tok.get_vocab():
             raise SystemExit("teacher: its tokenizer differs from the student's; on-policy distillation scores the "
                              "student's own token ids with the teacher, so both must share one vocabulary")
@@ -324,7 +263,7 @@ def train(cfg, dist):
     val = load_problems(cfg.val_bench, tok, cfg.max_prompt_len, cfg.val_limit, bench=True) if cfg.val_bench else []
     per_epoch = len(problems) // cfg.prompts_per_step
     max_steps = min(cfg.max_steps or cfg.epochs * per_epoch, cfg.epochs * per_epoch)
-    execute = sandbox.make_executor(cfg.sandbox_url, rollout.protocol_of(cfg).memory_mb)
+    execute = sandbox.make_executor(cfg.sandbox_url, tools.protocol_of(cfg).memory_mb)
     logger = common.MetricsLogger(cfg.out_dir, cfg, cfg.wandb_project)
     per_rank = cfg.prompts_per_step // dist.world_size
     print0(f"sod: algo {cfg.algo}, {max_steps} steps of {cfg.prompts_per_step} prompts x {cfg.group_size} rollouts "
@@ -455,8 +394,8 @@ def train(cfg, dist):
 
         # ---- trajectory dump (rank 0's episodes): JSONL for analysis, HTML for reading
         if dist.is_main and cfg.dump_every and (step % cfg.dump_every == 0 or step == 1):
-            dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok, sod_loss.grpo_advantages(rewards, cfg.group_size),
-                 old, tea, stats)
+            report.dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok,
+                        sod_loss.grpo_advantages(rewards, cfg.group_size), old, tea, stats)
 
         # ---- checkpoint
         if (cfg.save_every and step % cfg.save_every == 0) or step == max_steps:
@@ -464,27 +403,9 @@ def train(cfg, dist):
                                    keep_last=cfg.keep_last)
 
 
-def dump(out_dir, step, eps, tok, grpo_adv, old, tea, stats):
-    """Write out_dir/samples/step_XXXXXX.{jsonl,html} for the given episodes (rank 0's first few)."""
-    os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
-    rows = []
-    for i in range(len(eps)):
-        steps = stats["row"] == i
-        rows.append((float(grpo_adv[i]), {"o": (tea[i] - old[i]).tolist(), "d": stats["d"][steps].tolist(),
-                                          "w": stats["w"][steps].tolist()}))
-    base = os.path.join(out_dir, "samples", f"step_{step:06d}")
-    with open(base + ".jsonl", "w") as f:
-        for e, (a, st) in zip(eps, rows):
-            f.write(json.dumps({"step": step, "score": e.score, "acc": bool(e.acc), "pred": e.pred, "advantage": a,
-                                "num_turns": e.num_turns, "num_tool_calls": e.num_tool_calls, "finish": e.finish,
-                                "text": e.response_text, "turns": e.turns, "d": st["d"], "w": st["w"]}) + "\n")
-    with open(base + ".html", "w") as f:
-        f.write(html_page(step, eps, tok, rows))
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--plot":
-        plot(sys.argv[2])
+        report.plot(sys.argv[2])
     else:
         main()
         common.exit_process()

@@ -28,9 +28,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402
-import data  # noqa: E402
+import models  # noqa: E402
 import rollout  # noqa: E402
+import tools  # noqa: E402
+import toy  # noqa: E402
 from sandbox import ExecResult  # noqa: E402
 
 CALL = '<tool_call>\n{"name": "code_interpreter", "arguments": {"code": "sleep %.4f"}}\n</tool_call>'
@@ -121,7 +122,7 @@ def toy_run(model, tok, problems, mode, execute):
     t0 = time.perf_counter()
     eps = rollout.rollout(eng, tok, [p["prompt_ids"] for p in problems for _ in range(4)], max_turns=4,
                           max_response_len=256, execute=execute,
-                          tools=rollout.tool_protocol(max_chars=256, timeout=5.0),
+                          tools=tools.tool_protocol(max_chars=256, timeout=5.0),
                           mode=mode, seed=0)
     return time.perf_counter() - t0, eps, eng.n
 
@@ -145,8 +146,8 @@ def main():
         raise SystemExit(f"bench_rollout: no model at {args.model}; train one with toy.sh or train_sft.py "
                          "(configs/toy_sft.py) or pass --model")
     torch.set_num_threads(args.threads)
-    tok = data.make_toy_tokenizer()
-    prompt = tok.apply_chat_template(data.toy_problems(1, 0)[0]["prompt_messages"], tools=data.TOOLS,
+    tok = models.make_toy_tokenizer()
+    prompt = tok.apply_chat_template(toy.toy_problems(1, 0)[0]["prompt_messages"], tools=tools.TOOLS,
                                      add_generation_prompt=True, tokenize=True, return_dict=False)
     ratios = {}
     print(f"(a) simulated engine, {args.speedup:g}x faster than real time")
@@ -168,10 +169,10 @@ def main():
         return
 
     import sandbox
-    model, _ = common.load_model(args.model)
-    problems = data.toy_problems(16, 1)
+    model, _ = models.load_model(args.model)
+    problems = toy.toy_problems(16, 1)
     for p in problems:
-        p["prompt_ids"] = tok.apply_chat_template(p["prompt_messages"], tools=data.TOOLS, add_generation_prompt=True,
+        p["prompt_ids"] = tok.apply_chat_template(p["prompt_messages"], tools=tools.TOOLS, add_generation_prompt=True,
                                                   tokenize=True, return_dict=False)
     execute = sandbox.make_executor()
     toy_run(model, tok, problems[:2], "sync", execute)  # warm-up: the sandbox pool, first-call allocations

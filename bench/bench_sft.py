@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data  # noqa: E402
+import models  # noqa: E402
 import train_sft  # noqa: E402
 
 H100_BF16 = 989e12  # dense bf16 FLOP/s of an H100 SXM
@@ -57,7 +57,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=96)
     ap.add_argument("--budget", type=int, default=0, help="tokens per micro-batch (default 4096 CPU, 16384 GPU)")
-    ap.add_argument("--size", default="toy_student", help="CPU model: a data.TINY_SIZES name")
+    ap.add_argument("--size", default="toy_student", help="CPU model: a models.TINY_SIZES name")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="packed-then-padded rounds; the best of each is shown")
     ap.add_argument("--gpu", action="store_true")
@@ -68,7 +68,7 @@ def main():
     torch.manual_seed(0)
     device = torch.device("cuda" if args.gpu else "cpu")
     budget = args.budget or (16384 if args.gpu else 4096)
-    model = (qwen3_06b_shape().to(device, torch.bfloat16) if args.gpu else data.tiny_qwen3(1024, args.size))
+    model = (qwen3_06b_shape().to(device, torch.bfloat16) if args.gpu else models.tiny_qwen3(1024, args.size))
     name = "Qwen3-0.6B shape, bf16" if args.gpu else f"{args.size}, fp32"
     train_sft.set_attention(model, device)
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
-"""Every GPU figure of the README in one command, written to gpu_report.md as one table, each row a ratio against
-the naive way measured in the same run. Random weights, no network: the built-in toy tokenizer, or Qwen3's real
-one when its BPE ranks are already cached (python data.py --fetch_qwen3).
+"""Every GPU figure of docs/performance.md in one command, written to gpu_report.md as one table, each row a ratio
+against the naive way measured in the same run. Random weights, no network: the built-in toy tokenizer, or Qwen3's real
+one when its BPE ranks are already cached (python models.py --fetch_qwen3).
 
     python bench/gpu_report.py                        # one GPU, ~10 min; --only logprobs,weights,sft,decode,sod
     python bench/gpu_report.py --dry                  # the same code paths at tiny sizes on CPU, seconds
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench_sod_loss import loop_weights, make_batch  # noqa: E402
 
 import common  # noqa: E402
-import data  # noqa: E402
+import models  # noqa: E402
 import rollout  # noqa: E402
 import sod_loss  # noqa: E402
 import train_sft  # noqa: E402
@@ -80,15 +80,15 @@ def gib(b):
 
 
 def tokenizer():
-    if os.path.exists(data.QWEN3_BPE):
-        return data.make_qwen3_tokenizer(), "Qwen3's"
-    return data.make_toy_tokenizer(), "the toy"
+    if os.path.exists(models.QWEN3_BPE):
+        return models.make_qwen3_tokenizer(), "Qwen3's"
+    return models.make_toy_tokenizer(), "the toy"
 
 
 def shape_model(size, vocab, dtype):
     """A randomly initialised model of `size` (real shapes: always 151,936 rows) built on the device, in `dtype`."""
     with torch.device(DEV):
-        return data.tiny_qwen3(vocab, size=size, dtype=dtype)
+        return models.tiny_qwen3(vocab, size=size, dtype=dtype)
 
 # -----------------------------------------------------------------------------
 # Sections
@@ -237,7 +237,7 @@ def section_decode(size, vocab, batches, prompt_len, new, tok, tok_name):
 
 def section_sod(size, vocab, tok, tok_name, dry):
     with tempfile.TemporaryDirectory(prefix="gpu_report_sod_") as d:
-        model = data.tiny_qwen3(vocab, size=size, dtype=torch.bfloat16)
+        model = models.tiny_qwen3(vocab, size=size, dtype=torch.bfloat16)
         model.save_pretrained(os.path.join(d, "model"))
         tok.save_pretrained(os.path.join(d, "model"))
         del model
@@ -277,7 +277,7 @@ def main():
         raise SystemExit(f"gpu_report: --only takes {', '.join(SECTIONS)}")
     dist = common.init_dist("cuda" if DEV.type == "cuda" else "cpu")
     # dry: the toy tokenizer and a tiny model with its 1,024-row vocabulary; else the 0.6B shape (151,936 rows)
-    tok, tok_name = (data.make_toy_tokenizer(), "the toy") if args.dry else tokenizer()
+    tok, tok_name = (models.make_toy_tokenizer(), "the toy") if args.dry else tokenizer()
     size, vocab = ("tiny", len(tok)) if args.dry else ("qwen3-0.6b", 151936)
     t0 = time.time()
     if "logprobs" in only:

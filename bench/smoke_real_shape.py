@@ -161,8 +161,8 @@ def say(d, phase, **facts):
 def phase_init(d, shape):
     import torch
 
-    import common
-    model, tok = common.load_model(f"shape:{shape}", dtype=torch.bfloat16)  # as real checkpoints come
+    import models
+    model, tok = models.load_model(f"shape:{shape}", dtype=torch.bfloat16)  # as real checkpoints come
     model.save_pretrained(os.path.join(d, "base"))
     tok.save_pretrained(os.path.join(d, "base"))
     say(d, "init", params=sum(p.numel() for p in model.parameters()), tokenizer=len(tok),
@@ -177,16 +177,17 @@ def phase_ledger(d, shape):
     import torch
 
     import common
+    import models
     import rollout
     dist = common.init_dist()
     base = os.path.join(d, "base")
-    student, tok = common.load_model(base)
+    student, tok = models.load_model(base)
     nbytes = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
     shared = rollout.HFEngine(student, tok, share=True).model
     held = {"student_fp32": nbytes(student), "engine_copy_sharded": nbytes(rollout.HFEngine(student, tok).model),
             "engine_copy_one_process": 0 if shared is student else nbytes(shared),
-            "teacher_fp32": nbytes(common.load_model(base)[0]),
-            "teacher_as_it_comes": nbytes(common.load_model(base, dtype="auto")[0])}
+            "teacher_fp32": nbytes(models.load_model(base)[0]),
+            "teacher_as_it_comes": nbytes(models.load_model(base, dtype="auto")[0])}
     ids = torch.tensor([tok.encode(PROBE * 16)])
 
     def fwd_bwd(model):
@@ -247,7 +248,7 @@ def phase_reload(d, shape):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import common
-    import data
+    import models
     came_in = AutoModelForCausalLM.from_pretrained(os.path.join(d, "base"), dtype="auto").dtype
     for run in ("sft", "sod"):
         ckpt = common.latest_checkpoint(os.path.join(d, run))
@@ -258,8 +259,8 @@ def phase_reload(d, shape):
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([tok.encode(PROBE)]), use_cache=False).logits.float()
         size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors"))
-        same_tok = tok.encode(PROBE + CALL) == data.make_qwen3_tokenizer().encode(PROBE + CALL) \
-            and tok.chat_template == data.CHAT_TEMPLATE
+        same_tok = tok.encode(PROBE + CALL) == models.make_qwen3_tokenizer().encode(PROBE + CALL) \
+            and tok.chat_template == models.CHAT_TEMPLATE
         say(d, f"reload {run}", dtype_on_disk=str(model.dtype), came_in=str(came_in),
             dtype_kept=model.dtype == came_in, logits_identical=torch.equal(logits, ref[str(model.dtype)]),
             tokenizer_identical=same_tok, safetensors_gb=round(size / 1e9, 2))
@@ -273,15 +274,15 @@ PHASES = {"init": phase_init, "ledger": phase_ledger, "sft": phase_sft, "sod": p
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="qwen3-0.6b", help="a size of data.QWEN3_SHAPES or data.TINY_SIZES")
+    ap.add_argument("--shape", default="qwen3-0.6b", help="a size of models.QWEN3_SHAPES or models.TINY_SIZES")
     ap.add_argument("--dir", default="", help="working directory (default: a temporary one, removed at the end)")
     ap.add_argument("--phase", default="", help=argparse.SUPPRESS)  # internal: run one phase in this process
     args = ap.parse_args()
     if args.phase:
         return PHASES[args.phase](args.dir, args.shape)
-    import data
-    if not os.path.exists(data.QWEN3_BPE):
-        raise SystemExit(f"smoke: no Qwen BPE ranks at {data.QWEN3_BPE}; run python data.py --fetch_qwen3 first")
+    import models
+    if not os.path.exists(models.QWEN3_BPE):
+        raise SystemExit(f"smoke: no Qwen BPE ranks at {models.QWEN3_BPE}; run python models.py --fetch_qwen3 first")
     tmp = None if args.dir else tempfile.TemporaryDirectory(prefix="sod_smoke_")
     d = args.dir or tmp.name
     os.makedirs(d, exist_ok=True)

@@ -1,4 +1,4 @@
-# SOD on Qwen3-1.7B, the paper's run (DESIGN §3): 8 GPUs, 64 prompts x 16 rollouts per step.
+# SOD on Qwen3-1.7B, the paper's run (docs/algorithm.md): 8 GPUs, 64 prompts x 16 rollouts per step.
 #   torchrun --nproc_per_node=8 train_sod.py --config configs/qwen3_1.7b.py
 student = "out/sft_qwen3_1.7b"  # the cold-start SFT run (its latest checkpoint), or a Hub id
 teacher = "youngzhong/SOD-GRPO_teacher-4B"
@@ -20,7 +20,7 @@ group_size = 16
 mini_batch_prompts = 16
 ppo_epochs = 1
 max_turns = 16
-protocol = "paper"  # the original recipe's tool I/O and grading (DESIGN §4)
+protocol = "paper"  # the original recipe's tool I/O and grading (docs/fidelity.md)
 max_prompt_len = 2560
 max_response_len = 20480
 temperature = 1.0
@@ -34,6 +34,6 @@ epochs = 1
 max_steps = 0  # one epoch decides: ~468 steps of 64 prompts over the ~30K prompts that fit max_prompt_len
 eval_every = 10
 save_every = 10
-keep_last = 3  # each checkpoint: fp32 model + Adam state (README: disk)
+keep_last = 3  # each checkpoint: fp32 model + Adam state (docs/multi_gpu.md, Disk)
 dump_every = 10
 wandb_project = "sod"

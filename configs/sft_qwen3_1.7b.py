@@ -1,7 +1,7 @@
-# Cold-start SFT of Qwen3-1.7B on Open-AgentRL-SFT-3K, the paper's settings (DESIGN §3): max length 32768, 128
+# Cold-start SFT of Qwen3-1.7B on Open-AgentRL-SFT-3K, the paper's settings (docs/algorithm.md): max length 32768, 128
 # conversations per step, 5 epochs, on 8 GPUs. The original's micro-batch of 16 conversations per GPU is the whole
 # per-GPU share of a step; here it becomes as many packed micro-batches of micro_batch_tokens as those 16 need.
-# The optimizer settings, which DESIGN §3 does not list, are the defaults of verl's SFT trainer that the original
+# The optimizer settings, which the paper does not list, are the defaults of verl's SFT trainer that the original
 # builds on: AdamW lr 1e-5, betas 0.9/0.95, weight decay 0.01, 10% warmup, cosine to 0, grad clip 1.0.
 #   torchrun --nproc_per_node=8 train_sft.py --config configs/sft_qwen3_1.7b.py
 # then: torchrun --nproc_per_node=8 train_sod.py --config configs/qwen3_1.7b.py   (student = this out_dir)

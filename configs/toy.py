@@ -23,7 +23,7 @@ tool_timeout = 5.0
 # Turn-synchronous rollouts: a turn's batch never depends on how fast the tools answered, so a run is reproducible
 # to the last digit on a given machine and thread count. Continuous rollouts (the default elsewhere) batch turns as
 # tool results arrive; a different batch rounds logits differently (~1e-6), which can flip a token on a near tie,
-# and the runs drift apart from there. On this CPU workload they are only ~1.15x faster (README, Performance).
+# and the runs drift apart from there. On this CPU workload they are only ~1.15x faster (docs/performance.md).
 rollout_mode = "sync"
 overlong_buffer = 32
 lr = 2e-4

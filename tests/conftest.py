@@ -9,7 +9,7 @@ sys.path.insert(0, ROOT)
 
 @pytest.fixture(scope="session")
 def toy_tokenizer_dir(tmp_path_factory):
-    import data
+    import models
     path = str(tmp_path_factory.mktemp("toy_tok"))
-    data.make_toy_tokenizer(path)
+    models.make_toy_tokenizer(path)
     return path

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
-import data  # noqa: E402
+import models  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
@@ -29,19 +29,19 @@ args = ap.parse_args()
 
 dist = common.init_dist("cpu")
 torch.use_deterministic_algorithms(True)
-tok = data.make_toy_tokenizer()
+tok = models.make_toy_tokenizer()
 ckpt = common.latest_checkpoint(args.out) if args.resume else None
 if ckpt:
-    model, tok = common.load_model(os.path.join(ckpt, "model"))
+    model, tok = models.load_model(os.path.join(ckpt, "model"))
 elif args.bf16:  # a model that comes in bf16 (trained in fp32, written back in bf16)
     base = os.path.join(args.out, "base")
     if dist.is_main:
-        data.tiny_qwen3(tok, "tiny", seed=0, dtype=torch.bfloat16).save_pretrained(base)
+        models.tiny_qwen3(tok, "tiny", seed=0, dtype=torch.bfloat16).save_pretrained(base)
         tok.save_pretrained(base)
     torch.distributed.barrier()
-    model, tok = common.load_model(base)
+    model, tok = models.load_model(base)
 else:
-    model = data.tiny_qwen3(tok, "tiny", seed=0)
+    model = models.tiny_qwen3(tok, "tiny", seed=0)
 model = common.wrap_fsdp(model, dist)
 opt = torch.optim.SGD(model.parameters(), lr=1.0) if args.sgd else \
     torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)

@@ -1,6 +1,6 @@
 """Every bench runs at a tiny size and prints its summary (each in its own process, from another directory): the
-README's figures come from these scripts, so they must keep working. gpu_report.py --dry is in test_realscale.py,
-smoke_real_shape.py is run by hand (README, Real scale)."""
+figures in docs/performance.md come from these scripts, so they must keep working. gpu_report.py --dry is in
+test_realscale.py, smoke_real_shape.py is run by hand (docs/performance.md)."""
 import os
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Checkpoints as the scripts use them: common.load_model on a run directory picks its latest complete checkpoint
+"""Checkpoints as the scripts use them: models.load_model on a run directory picks its latest complete checkpoint
 and computes what the trained model computed; a run resumed under another world size continues the same run."""
 import dataclasses
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import common
-import data
+import models
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fsdp_worker.py")
 
@@ -29,21 +29,21 @@ def one_process_group():
 
 
 def test_load_model_on_a_run_dir_takes_the_latest_checkpoint(tmp_path, one_process_group):
-    tok = data.make_toy_tokenizer()
+    tok = models.make_toy_tokenizer()
     cfg = dataclasses.make_dataclass("Config", [("lr", float, 1e-3)])()
-    models = {}
+    saved = {}
     for step, seed in ((2, 1), (10, 2)):  # step 10 sorts after step 2 although "1" < "2"
-        model = common.wrap_fsdp(data.tiny_qwen3(tok, "tiny", seed=seed), one_process_group)
+        model = common.wrap_fsdp(models.tiny_qwen3(tok, "tiny", seed=seed), one_process_group)
         common.save_checkpoint(str(tmp_path), step, model, tok, None, cfg, {})
-        models[step] = model
+        saved[step] = model
     os.makedirs(tmp_path / ".tmp_step_000011" / "model")  # a checkpoint whose writing never finished
-    loaded, loaded_tok = common.load_model(str(tmp_path))
+    loaded, loaded_tok = models.load_model(str(tmp_path))
     assert loaded_tok.get_vocab() == tok.get_vocab()
     x = torch.randint(3, len(tok), (2, 15))
     with torch.no_grad():
         got = loaded(input_ids=x).logits
-        want = models[10](input_ids=x).logits  # the in-memory model that wrote the latest checkpoint
-        older = models[2](input_ids=x).logits
+        want = saved[10](input_ids=x).logits  # the in-memory model that wrote the latest checkpoint
+        older = saved[2](input_ids=x).logits
     assert torch.allclose(got, want, atol=1e-6)
     assert not torch.allclose(got, older, atol=1e-3)
 
@@ -78,6 +78,6 @@ def test_resume_under_another_world_size_continues_the_run(tmp_path, uninterrupt
     split = json.load(open(tmp_path / "split" / "losses.json"))
     assert len(split) == 2 and split == pytest.approx(full[1:], abs=1e-5)
     b = torch.load(tmp_path / "split" / "params.pt")
-    init = data.tiny_qwen3(data.make_toy_tokenizer(), "tiny", seed=0).state_dict()
+    init = models.tiny_qwen3(models.make_toy_tokenizer(), "tiny", seed=0).state_dict()
     assert max((a[k] - init[k]).abs().max().item() for k in a) > 1e-2  # three steps did move the weights
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import common
+import models
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fsdp_worker.py")
 
@@ -162,11 +163,11 @@ def test_two_process_resume_reads_sharded_optimizer_state(tmp_path, flags):
 
 
 def test_keep_last_prunes_only_after_the_new_checkpoint_is_complete(tmp_path, monkeypatch):
-    import data
+    import models
     dist = common.init_dist("cpu")
     try:
-        tok = data.make_toy_tokenizer()
-        model = common.wrap_fsdp(data.tiny_qwen3(tok, "tiny"), dist)
+        tok = models.make_toy_tokenizer()
+        model = common.wrap_fsdp(models.tiny_qwen3(tok, "tiny"), dist)
         opt = torch.optim.AdamW(model.parameters())
         cfg = Cfg()
         for step in (1, 2, 3):
@@ -193,22 +194,22 @@ def test_resolve_model_path(tmp_path):
     for step in (3, 12):
         (run / f"step_{step:06d}" / "model").mkdir(parents=True)
     (run / ".tmp_step_000020").mkdir()  # an incomplete checkpoint is never picked
-    assert common.resolve_model_path(str(hf)) == str(hf)
-    assert common.resolve_model_path(str(run)) == str(run / "step_000012" / "model")
-    assert common.resolve_model_path("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
-    assert common.resolve_model_path("toy:tiny") == "toy:tiny" and common.resolve_model_path("shape:x") == "shape:x"
+    assert models.resolve_model_path(str(hf)) == str(hf)
+    assert models.resolve_model_path(str(run)) == str(run / "step_000012" / "model")
+    assert models.resolve_model_path("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+    assert models.resolve_model_path("toy:tiny") == "toy:tiny" and models.resolve_model_path("shape:x") == "shape:x"
     for bad in (str(tmp_path), str(tmp_path / "missing"), "./out/nothing", "not-a-hub-id"):
         with pytest.raises(SystemExit):
-            common.resolve_model_path(bad)
+            models.resolve_model_path(bad)
 
 
 def test_full_params_yields_full_weights_once_in_the_asked_dtype():
-    import data
+    import models
     dist = common.init_dist("cpu")
     try:
-        tok = data.make_toy_tokenizer()
-        ref = data.tiny_qwen3(tok, "tiny", seed=3)
-        model = common.wrap_fsdp(data.tiny_qwen3(tok, "tiny", seed=3), dist)
+        tok = models.make_toy_tokenizer()
+        ref = models.tiny_qwen3(tok, "tiny", seed=3)
+        model = common.wrap_fsdp(models.tiny_qwen3(tok, "tiny", seed=3), dist)
         got = list(common.full_params(model, torch.bfloat16))
         want = dict(ref.named_parameters())  # tied: embed_tokens.weight once, no lm_head.weight
         assert [n for n, _ in got] == list(want) and "lm_head.weight" not in want
@@ -233,14 +234,14 @@ def test_checkpoints_keep_the_dtype_the_weights_came_in(tmp_path):
     config saying bfloat16); an fp32 toy model stays fp32, bit for bit."""
     from safetensors import safe_open
 
-    import data
-    tok = data.make_toy_tokenizer()
-    data.tiny_qwen3(tok, "tiny", seed=4, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    import models
+    tok = models.make_toy_tokenizer()
+    models.tiny_qwen3(tok, "tiny", seed=4, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
     tok.save_pretrained(tmp_path / "bf16")
     dist = common.init_dist("cpu")
     try:
         for spec, want in ((str(tmp_path / "bf16"), torch.bfloat16), ("toy:tiny", torch.float32)):
-            model, tok = common.load_model(spec)
+            model, tok = models.load_model(spec)
             assert model.checkpoint_dtype == want and model.dtype == torch.float32  # trained in fp32 either way
             model = common.wrap_fsdp(model, dist)
             with torch.no_grad():  # an update that bf16 cannot hold exactly
@@ -253,7 +254,7 @@ def test_checkpoints_keep_the_dtype_the_weights_came_in(tmp_path):
             assert json.load(open(path / "config.json"))["dtype"] == str(want)[6:]
             with safe_open(path / "model.safetensors", "pt") as f:  # the tied head is written once, as it came
                 assert "lm_head.weight" not in f.keys() and f.get_tensor("model.norm.weight").dtype == want
-            back, _ = common.load_model(str(path), dtype="auto")
+            back, _ = models.load_model(str(path), dtype="auto")
             assert back.dtype == want and back.checkpoint_dtype == want
             for k, v in back.state_dict().items():
                 assert torch.equal(v, held[k].to(want)), k
@@ -266,14 +267,14 @@ def test_resume_of_a_bf16_model_continues_from_its_fp32_master_weights(tmp_path)
     update below bf16's spacing survives), and an fp32 model stores no second copy."""
     import torch.distributed.checkpoint as dcp
 
-    import data
-    tok = data.make_toy_tokenizer()
-    data.tiny_qwen3(tok, "tiny", seed=4, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    import models
+    tok = models.make_toy_tokenizer()
+    models.tiny_qwen3(tok, "tiny", seed=4, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
     tok.save_pretrained(tmp_path / "bf16")
     dist = common.init_dist("cpu")
     try:
         for spec, master in ((str(tmp_path / "bf16"), True), ("toy:tiny", False)):
-            model, tok = common.load_model(spec)
+            model, tok = models.load_model(spec)
             model = common.wrap_fsdp(model, dist)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
             model(torch.tensor([[1, 2, 3, 4]])).logits.float().square().mean().backward()
@@ -283,7 +284,7 @@ def test_resume_of_a_bf16_model_continues_from_its_fp32_master_weights(tmp_path)
             ckpt = common.save_checkpoint(str(out), 1, model, tok, opt, Cfg(), {})
             keys = dcp.FileSystemReader(os.path.join(ckpt, "optimizer")).read_metadata().state_dict_metadata
             assert any(k.startswith("master.") for k in keys) is master
-            back, _ = common.load_model(os.path.join(ckpt, "model"))
+            back, _ = models.load_model(os.path.join(ckpt, "model"))
             if master:  # the rounded copy alone would lose the step
                 assert not all(torch.equal(v, held[k]) for k, v in back.state_dict().items())
             back = common.wrap_fsdp(back, dist)
@@ -298,15 +299,15 @@ def test_one_cpu_process_trains_a_plain_module_that_its_engine_shares():
     """In a world of one on CPU, wrap_fsdp leaves the module plain (no DTensor) and the HF engine shares its
     parameters: after an optimizer step the engine samples with the new weights, the push finds them in place; a
     sharded world gives the engine its own copy."""
-    import data
+    import models
     import rollout
     assert common.shards(common.Dist(0, 2, 0, torch.device("cpu")))
     assert common.shards(common.Dist(0, 1, 0, torch.device("cuda", 0)))
     dist = common.init_dist("cpu")
     try:
-        tok = data.make_toy_tokenizer()
+        tok = models.make_toy_tokenizer()
         assert not common.shards(dist)
-        model = data.tiny_qwen3(tok, "tiny", seed=6)
+        model = models.tiny_qwen3(tok, "tiny", seed=6)
         eng = rollout.make_engine("hf", "unused", tok, model=model, share=True)
         model = common.wrap_fsdp(model, dist)
         assert eng.model is model and not hasattr(model, "reshard")
@@ -321,7 +322,7 @@ def test_one_cpu_process_trains_a_plain_module_that_its_engine_shares():
         new, lps, _ = eng.generate([prompt], 6, temperature=0.0)[0]
 
         def logp(state):  # independent: a full forward of a fresh model holding `state`
-            ref = data.tiny_qwen3(tok, "tiny")
+            ref = models.tiny_qwen3(tok, "tiny")
             ref.load_state_dict(state)
             with torch.no_grad():
                 logits = ref(torch.tensor([prompt + new])).logits[0, len(prompt) - 1:-1]

@@ -5,18 +5,19 @@ import time
 
 import pytest
 
-import data
+import models
 import reward
-import rollout
 import sandbox
+import tools
+import toy
 
 # -----------------------------------------------------------------------------
 # toy task
 
 
 def test_toy_problems_are_seeded_and_need_the_tool():
-    a, b = data.toy_problems(50, seed=1), data.toy_problems(50, seed=1)
-    assert a == b and a != data.toy_problems(50, seed=2)
+    a, b = toy.toy_problems(50, seed=1), toy.toy_problems(50, seed=1)
+    assert a == b and a != toy.toy_problems(50, seed=2)
     for p in a:
         x, y, z = p["args"]
         assert p["ground_truth"] == str(x * y if p["kind"] == "mul" else x * y + z)
@@ -26,18 +27,18 @@ def test_toy_problems_are_seeded_and_need_the_tool():
 
 @pytest.mark.parametrize("protocol", ["clean", "paper"])
 def test_toy_sft_conversations_run_and_render(protocol):
-    tok = data.make_toy_tokenizer()
-    convs = data.toy_sft_conversations(40, seed=4, protocol=protocol)
+    tok = models.make_toy_tokenizer()
+    convs = toy.toy_sft_conversations(40, seed=4, protocol=protocol)
     assert any(m["role"] == "tool" and "Error" in m["content"] for c in convs for m in c["messages"])  # recoveries
-    proto = rollout.tool_protocol(protocol, max_chars=4096)
+    proto = tools.tool_protocol(protocol, max_chars=4096)
     execute = sandbox.make_executor()
-    for conv, prob in zip(convs, data.toy_problems(40, seed=4)):
+    for conv, prob in zip(convs, toy.toy_problems(40, seed=4)):
         msgs = conv["messages"]
         for m, nxt in zip(msgs, msgs[1:]):  # each call, run in the sandbox, reads back as the tool message: what a
             if m.get("tool_calls"):  # rollout under the protocol shows the model for the same turn, byte for byte
                 args = m["tool_calls"][0]["function"]["arguments"]
                 call = json.dumps({"name": "code_interpreter", "arguments": args})
-                turn = rollout.tool_turn(f"<tool_call>\n{call}\n</tool_call>", execute, proto)
+                turn = tools.tool_turn(f"<tool_call>\n{call}\n</tool_call>", execute, proto)
                 assert turn["observations"] == [nxt["content"]]
         assert reward.grade_math(msgs[-1]["content"], prob["ground_truth"])
         text = tok.apply_chat_template(msgs, tools=conv["tools"], tokenize=False)
@@ -88,7 +89,7 @@ def test_toy_tokenizer_saves_loads_and_round_trips_a_tool_conversation(toy_token
                 call("print(8369910 + 9)"), call("x = 'é ünïcode'\nprint(x)")]},
             {"role": "tool", "content": "8369919"}, {"role": "tool", "content": "é ünïcode"},
             {"role": "assistant", "content": "The answer is \\boxed{8369919}."}]
-    text = tok.apply_chat_template(msgs, tools=data.TOOLS, tokenize=False)
+    text = tok.apply_chat_template(msgs, tools=tools.TOOLS, tokenize=False)
     # Qwen3's structure: system + tools block, hermes calls, both results grouped in one user turn, thinking kept
     assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools")
     assert text.count('<tool_call>\n{"name": "code') == 3

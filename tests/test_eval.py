@@ -148,10 +148,11 @@ class CountingEngine:
 
 def test_toy_eval_end_to_end_and_resume(tmp_path):
     import data
+    import models
     import rollout
-    tok = data.make_toy_tokenizer()
+    tok = models.make_toy_tokenizer()
     problems = data.load_eval_data("toy")[:3]
-    eng = CountingEngine(rollout.HFEngine(data.tiny_qwen3(tok, "tiny"), tok))
+    eng = CountingEngine(rollout.HFEngine(models.tiny_qwen3(tok, "tiny"), tok))
     stem = str(tmp_path / "toy")
     kw = dict(temperature=1.0, top_p=1.0, max_response_len=24, max_turns=2, progress=False)
     m1 = ev.evaluate(eng, tok, problems, 2, out_path=stem, **kw)

@@ -1,4 +1,5 @@
-"""The paper protocol (DESIGN §4): datasets in their real Hub layouts and their prompts, tool I/O under "paper" and
+"""The paper protocol (docs/fidelity.md): datasets in their real Hub layouts and their prompts, tool I/O under
+"paper" and
 "clean", and the grading table. Expected values are derived by hand from the original's rules."""
 import json
 import os
@@ -10,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import data
+import models
 import reward
 import rollout
+import tools
 from sandbox import ExecResult
 
 
@@ -50,7 +53,7 @@ def test_eval_layouts_prompts_and_ground_truths(eval_repo):
         assert content(p).startswith("Analyze and solve the following math problem step by step. \n\n" + q)
         assert content(p).endswith("the answer format must be: \\boxed{'The final answer goes here.'}.")
         assert "**Note: You should first analyze the problem and form a high-level solution strategy" in content(p)
-        assert p["ground_truth"] == gt and p["source"] == src and p["tools"] == data.TOOLS
+        assert p["ground_truth"] == gt and p["source"] == src and p["tools"] == tools.TOOLS
     g = data.load_eval_data("gpqa_diamond", str(eval_repo))[0]
     assert content(g).startswith("Analyze and solve the following Physics problem step by step. \n\nWhich particle?")
     assert content(g).endswith("\n Here you need to put the final uppercase letter option of this problem into "
@@ -63,7 +66,7 @@ def test_eval_layouts_prompts_and_ground_truths(eval_repo):
     assert "# YOUR CODE HERE\n\"\nBefore sumbit your code" in content(lcb)  # the original's stray quote and typo
     assert lcb["ground_truth"]["outputs"] == ["3\n", "7\n"] and lcb["id"] == "11"
     assert data.source_kind(lcb["source"]) == "code" and data.source_kind(g["source"]) == "gpqa"
-    assert data.TOOLS[0]["function"]["description"] == "A tool for executing code."
+    assert tools.TOOLS[0]["function"]["description"] == "A tool for executing code."
     with pytest.raises(SystemExit, match="aime_2024_problems"):
         data.load_eval_data("aime24", str(eval_repo / "gpqa-diamond"))
 
@@ -80,7 +83,7 @@ def test_eval_command_on_a_local_copy_of_the_eval_repo(eval_repo, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.load(open(out / "aime25.json"))
     assert (rep["knobs"]["protocol"], rep["knobs"]["grader"], rep["knobs"]["shaping"]) == ("paper", "strict", "row")
-    assert rep["knobs"]["tools"] == vars(rollout.tool_protocol("paper")) and rep["knobs"]["overlong_buffer"] == 1024
+    assert rep["knobs"]["tools"] == vars(tools.tool_protocol("paper")) and rep["knobs"]["overlong_buffer"] == 1024
     assert len([json.loads(x) for x in open(out / "aime25.samples.jsonl")]) == 2  # 1 problem x k
     assert "Protocol `paper` (tool I/O), grader `strict`" in open(out / "aime25.md").read()
     import eval as ev
@@ -116,8 +119,8 @@ def test_unreachable_hub_is_one_line(monkeypatch):
 
 def test_sft_layout_and_missing_columns(tmp_path):
     msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    write(tmp_path / "full_sft_3k_shuffled_v4.parquet", [{"messages": msgs, "tools": json.dumps(data.TOOLS)}])
-    assert data.load_sft_data(str(tmp_path)) == [{"messages": msgs, "tools": data.TOOLS}]
+    write(tmp_path / "full_sft_3k_shuffled_v4.parquet", [{"messages": msgs, "tools": json.dumps(tools.TOOLS)}])
+    assert data.load_sft_data(str(tmp_path)) == [{"messages": msgs, "tools": tools.TOOLS}]
     write(tmp_path / "g/gpqa-diamond/gpqa_diamond.parquet", [{"problem": "p", "solution": "A"}])
     with pytest.raises(SystemExit, match="lacks column"):
         data.load_eval_data("gpqa_diamond", str(tmp_path / "g"))
@@ -145,7 +148,7 @@ class Recorder:
 
 
 CALL = '<tool_call>\n{"name": "code_interpreter", "arguments": {"code": %s}}\n</tool_call>'
-PAPER, CLEAN = rollout.tool_protocol("paper"), rollout.tool_protocol("clean")
+PAPER, CLEAN = tools.tool_protocol("paper"), tools.tool_protocol("clean")
 
 
 def call(code):
@@ -162,15 +165,15 @@ def call(code):
     ("Run it:\n```python\nx = 1\nx + 1\n```\nand ```python\nother\n```", "x = 1\nprint(x + 1)"),  # first block
 ])
 def test_paper_code_fence_and_print_wrap(code, want):
-    assert rollout.paper_code(code) == want
+    assert tools.paper_code(code) == want
 
 
 def test_paper_tool_errors_the_model_sees():
-    obs = lambda code: rollout.tool_turn(call(code), subprocess_exec, PAPER)["observations"][0]
+    obs = lambda code: tools.tool_turn(call(code), subprocess_exec, PAPER)["observations"][0]
     assert obs("y = 6 * 7\ny") == "42\n"
     assert "TypeError" in obs("x = 5")  # print(x = 5): the wrap turns an assignment into a bad call
     assert "IndentationError" in obs("for i in range(2):\n    i")  # the wrap drops the indentation
-    bad = lambda name, args: rollout.tool_turn(f'<tool_call>{{"name": "{name}", "arguments": {args}}}</tool_call>',
+    bad = lambda name, args: tools.tool_turn(f'<tool_call>{{"name": "{name}", "arguments": {args}}}</tool_call>',
                                                subprocess_exec, PAPER)
     assert bad("python", '{"code": "1"}')["observations"] == ["Error when executing tool: 'python'"]
     r = bad("code_interpreter", '{"src": "1"}')
@@ -179,28 +182,28 @@ def test_paper_tool_errors_the_model_sees():
 
 def test_paper_middle_cut_fixed_texts_and_limits():
     long = "".join(chr(65 + i % 26) for i in range(1000))
-    r = rollout.tool_turn(call("x"), Recorder(ExecResult("error", long[:600], long[600:], 0.0)), PAPER)
+    r = tools.tool_turn(call("x"), Recorder(ExecResult("error", long[:600], long[600:], 0.0)), PAPER)
     assert r["observations"] == [long[:128] + "...(truncated)..." + long[-128:]] and r["status"] == ["error"]
     for status in ("timeout", "killed"):
-        r = rollout.tool_turn(call("x"), Recorder(ExecResult(status, "partial", "", 60.0)), PAPER)
+        r = tools.tool_turn(call("x"), Recorder(ExecResult(status, "partial", "", 60.0)), PAPER)
         assert r["observations"] == ["no stdout here"]
     rec = Recorder()
-    rollout.tool_turn(call("1"), rec, PAPER)
+    tools.tool_turn(call("1"), rec, PAPER)
     assert rec.codes == [("print(1)", 60.0, False)]
     assert (PAPER.max_chars, PAPER.timeout, PAPER.memory_mb, PAPER.max_calls) == (256, 60.0, 2048, 1)
-    assert rollout.tool_protocol("paper", max_chars=None, timeout=5.0).timeout == 5.0
+    assert tools.tool_protocol("paper", max_chars=None, timeout=5.0).timeout == 5.0
 
 
 def test_one_call_per_turn_under_paper_every_call_under_clean():
     turn = call("1") + "\n" + call("2") + "\n" + call("3")
     rec = Recorder()
-    r = rollout.tool_turn(turn, rec, PAPER)
+    r = tools.tool_turn(turn, rec, PAPER)
     assert [c for c, _, _ in rec.codes] == ["print(1)"] and r["observations"] == ["ran 1\n"] and not r["end"]
     rec = Recorder()
-    r = rollout.tool_turn(turn, rec, CLEAN)
+    r = tools.tool_turn(turn, rec, CLEAN)
     assert sorted(c for c, _, _ in rec.codes) == ["1", "2", "3"] and len(r["observations"]) == 3
     assert all(echo for _, _, echo in rec.codes)  # clean echoes a final bare expression
-    assert rollout.tool_turn(turn, Recorder(), rollout.tool_protocol("paper", max_calls=2))["calls"][1] == \
+    assert tools.tool_turn(turn, Recorder(), tools.tool_protocol("paper", max_calls=2))["calls"][1] == \
         {"name": "code_interpreter", "arguments": {"code": "2"}}
 
 
@@ -211,16 +214,16 @@ def test_one_call_per_turn_under_paper_every_call_under_clean():
     ('<tool_call>{"name": "code_interpreter"}</tool_call>', "end", "must be a JSON object"),  # no arguments key
 ])
 def test_unparsable_turns(text, paper, clean):
-    r = rollout.tool_turn(text, Recorder(), PAPER)
+    r = tools.tool_turn(text, Recorder(), PAPER)
     assert (r is None) if paper is None else (r["end"] and r["status"] == ["malformed"] and not r["observations"])
-    r = rollout.tool_turn(text, Recorder(), CLEAN)
+    r = tools.tool_turn(text, Recorder(), CLEAN)
     assert (r is None) if clean is None else (not r["end"] and clean in r["observations"][0])
 
 
 def test_tool_response_ids_paper_has_no_newline_after_im_end():
-    tok = data.make_toy_tokenizer()
-    clean = rollout.tool_response_ids(tok, ["42", "x"], CLEAN)
-    paper = rollout.tool_response_ids(tok, ["42", "x"], PAPER)
+    tok = models.make_toy_tokenizer()
+    clean = tools.tool_response_ids(tok, ["42", "x"], CLEAN)
+    paper = tools.tool_response_ids(tok, ["42", "x"], PAPER)
     want = "<|im_start|>user\n<tool_response>\n42\n</tool_response>\n<tool_response>\nx\n</tool_response><|im_end|>" \
            "\n<|im_start|>assistant\n"
     assert tok.decode(paper) == want and tok.decode(clean) == "\n" + want and clean[1:] == paper
@@ -240,8 +243,8 @@ class Scripted:
 
 
 def test_rollout_paper_ids_and_the_episode_ending_on_an_unparsable_turn():
-    tok = data.make_toy_tokenizer()
-    prompt = tok.apply_chat_template([{"role": "user", "content": "q"}], tools=data.TOOLS, add_generation_prompt=True,
+    tok = models.make_toy_tokenizer()
+    prompt = tok.apply_chat_template([{"role": "user", "content": "q"}], tools=tools.TOOLS, add_generation_prompt=True,
                                      tokenize=True, return_dict=False)
     turns = [call("6 * 7") + "<|im_end|>", "<tool_call>{oops</tool_call><|im_end|>", "never"]
     ep = rollout.rollout(Scripted(tok, turns), tok, [prompt], max_turns=5, max_response_len=500,

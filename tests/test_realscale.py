@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
-import common
-import data
+import models
 import rollout
+import tools
+import toy
 import train_sft
 from sandbox import ExecResult
 
@@ -20,19 +21,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Qwen3's chat template as released with Qwen/Qwen3-0.6B, verbatim (a copy ships in llama-cpp-python 0.3.36's
 # sdist: vendor/llama.cpp/models/templates/Qwen-Qwen3-0.6B.jinja)
 QWEN3_TEMPLATE = open(os.path.join(ROOT, "tests", "qwen3_chat_template.jinja")).read()
-HAVE_BPE = os.path.exists(data.QWEN3_BPE)
-need_bpe = pytest.mark.skipif(not HAVE_BPE, reason=f"no Qwen BPE ranks at {data.QWEN3_BPE} "
-                                                   "(python data.py --fetch_qwen3 downloads them)")
+HAVE_BPE = os.path.exists(models.QWEN3_BPE)
+need_bpe = pytest.mark.skipif(not HAVE_BPE, reason=f"no Qwen BPE ranks at {models.QWEN3_BPE} "
+                                                   "(python models.py --fetch_qwen3 downloads them)")
 
 
 @pytest.fixture(scope="module")
 def qtok():
-    return data.make_qwen3_tokenizer()
+    return models.make_qwen3_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def toy_tok():
-    return data.make_toy_tokenizer()
+    return models.make_toy_tokenizer()
 
 # -----------------------------------------------------------------------------
 # The chat template renders byte for byte like Qwen3's
@@ -40,7 +41,7 @@ def toy_tok():
 
 def call(code, wrap=True, as_string=False):
     args = json.dumps({"code": code}) if as_string else {"code": code}
-    f = {"name": data.TOOL_NAME, "arguments": args}
+    f = {"name": tools.TOOL_NAME, "arguments": args}
     return {"type": "function", "function": f} if wrap else f
 
 
@@ -50,7 +51,7 @@ CASES = {  # name: (messages, use tools, add_generation_prompt, enable_thinking)
     "system + user, no tools": ([S, U], False, True, None),
     "tools + system": ([S, U], True, True, None),
     "no thinking": ([U], True, True, False),
-    "toy SFT conversation": (data.toy_sft_conversations(4, seed=3)[1]["messages"], True, False, None),
+    "toy SFT conversation": (toy.toy_sft_conversations(4, seed=3)[1]["messages"], True, False, None),
     # an assistant turn after the last query, not the last message, without reasoning: Qwen3 writes no think block
     "no reasoning, not last": ([U, {"role": "assistant", "content": "", "tool_calls": [call("print(6*7)")]},
                                 {"role": "tool", "content": "42"}, {"role": "assistant", "content": "42."}], True,
@@ -88,7 +89,7 @@ CASES = {  # name: (messages, use tools, add_generation_prompt, enable_thinking)
 @pytest.mark.parametrize("name", list(CASES))
 def test_template_matches_qwen3(toy_tok, name):
     msgs, tools, gen, thinking = CASES[name]
-    kw = dict(tools=data.TOOLS if tools else None, add_generation_prompt=gen, tokenize=False)
+    kw = dict(tools=tools.TOOLS if tools else None, add_generation_prompt=gen, tokenize=False)
     if thinking is not None:
         kw["enable_thinking"] = thinking
     ours = toy_tok.apply_chat_template(msgs, **kw)
@@ -164,16 +165,16 @@ def test_qwen3_tokenizer_agrees_with_tiktoken(qtok):
     JSON, LaTeX, whitespace runs, numbers, CJK and a whole rendered tool conversation."""
     tiktoken = pytest.importorskip("tiktoken")
     from tiktoken.load import load_tiktoken_bpe
-    ref = tiktoken.Encoding("qwen", pat_str=data._SPLIT, mergeable_ranks=load_tiktoken_bpe(data.QWEN3_BPE),
+    ref = tiktoken.Encoding("qwen", pat_str=models._SPLIT, mergeable_ranks=load_tiktoken_bpe(models.QWEN3_BPE),
                             special_tokens={})
-    conv = data.toy_sft_conversations(2, seed=3, protocol="paper")[1]
+    conv = toy.toy_sft_conversations(2, seed=3, protocol="paper")[1]
     rendered = qtok.apply_chat_template(conv["messages"], tools=conv["tools"], tokenize=False)
     texts = [CODE, '{"name": "code_interpreter", "arguments": {"code": "x = 5\\nprint(x)"}}',
              "\\boxed{\\dfrac{3}{4}} and $\\sqrt{2}$", "a  b\t\tc\n\n\n  d   ", "1234567 3.14159 -0.5e-10",
              "数学题：求 x 的值。答案是 42。", "Traceback (most recent call last):\n  File \"<string>\", line 1"]
     for text in texts:
         assert qtok.encode(text) == ref.encode(text), text
-    specials = set(data.QWEN3_ADDED)  # tiktoken is given no added tokens: compare the text between them
+    specials = set(models.QWEN3_ADDED)  # tiktoken is given no added tokens: compare the text between them
     pieces = re.split("(" + "|".join(map(re.escape, specials)) + ")", rendered)
     assert qtok.encode(rendered) == [i for p in pieces if p for i in
                                      ([qtok.convert_tokens_to_ids(p)] if p in specials else ref.encode(p))]
@@ -185,8 +186,8 @@ def test_sft_mask_is_exactly_the_assistant_turns(qtok):
                 "tool_calls": [call("print(6*7)")]},
             {"role": "tool", "content": "42"},
             {"role": "assistant", "content": "The answer is \\boxed{42}.", "reasoning_content": "It printed 42."}]
-    ids, mask = train_sft.tokenize_conversation(qtok, msgs, data.TOOLS)
-    assert qtok.decode(ids) == qtok.apply_chat_template(msgs, tools=data.TOOLS, tokenize=False)
+    ids, mask = train_sft.tokenize_conversation(qtok, msgs, tools.TOOLS)
+    assert qtok.decode(ids) == qtok.apply_chat_template(msgs, tools=tools.TOOLS, tokenize=False)
     runs, cur = [], []
     for t, m in zip(ids, mask):
         if m:
@@ -229,14 +230,14 @@ def test_token_in_token_out_on_real_vocab(qtok):
         '<tool_call>\n{"name": "code_interpreter", "arguments": {"code": "print(6 * 7)"}}\n</tool_call>'
     turn2 = "<think>\nIt printed 42.\n</think>\n\nThe answer is \\boxed{42}. 你好"
     engine = Scripted([qtok.encode(turn1 + "<|im_end|>"), qtok.encode(turn2 + "<|im_end|>")])
-    prompt = qtok.apply_chat_template([U], tools=data.TOOLS, add_generation_prompt=True, tokenize=True,
+    prompt = qtok.apply_chat_template([U], tools=tools.TOOLS, add_generation_prompt=True, tokenize=True,
                                       return_dict=False)
     ep = rollout.rollout(engine, qtok, [prompt], max_turns=4, max_response_len=512,
                          execute=lambda code, timeout=10.0, echo=True: ExecResult("ok", "42\n", "", 0.01))[0]
     obs = ep.turns[0]["observations"][0]  # what the tool protocol made of the sandbox's "42\n"
     full = qtok.apply_chat_template([U, {"role": "assistant", "content": turn1},
                                      {"role": "tool", "content": obs}, {"role": "assistant", "content": turn2}],
-                                    tools=data.TOOLS, tokenize=True, return_dict=False)
+                                    tools=tools.TOOLS, tokenize=True, return_dict=False)
     assert ep.finish == "answer" and ep.num_tool_calls == 1 and "42" in obs
     assert ep.ids == full[:len(ep.ids)] and qtok.decode(full[len(ep.ids):]) == "\n"
     assert rollout.retokenize_drift([ep], qtok) == 0.0
@@ -249,7 +250,7 @@ def test_token_in_token_out_on_real_vocab(qtok):
                                                       ("qwen3-4b", 4.0e9, 3.6e9)])
 def test_real_shapes_match_the_model_cards(name, total, non_embedding):
     from transformers import AutoModelForCausalLM
-    cfg = data.qwen3_config(name)
+    cfg = models.qwen3_config(name)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     n = sum(p.numel() for p in model.parameters())  # tied: the lm_head shares the embedding
@@ -259,7 +260,7 @@ def test_real_shapes_match_the_model_cards(name, total, non_embedding):
     assert abs(n - total) / total < 0.03
     assert abs((n - emb) - non_embedding) / non_embedding < 0.02
     # by hand: per layer q, k, v, o projections, the 3 MLP matrices, 2 RMSNorms + q/k norms of head_dim
-    h, L, qh, kvh, inter = data.QWEN3_SHAPES[name]
+    h, L, qh, kvh, inter = models.QWEN3_SHAPES[name]
     per_layer = h * 128 * (2 * qh + 2 * kvh) + 3 * h * inter + 2 * h + 2 * 128
     assert n == emb + L * per_layer + h
     assert (cfg.head_dim, cfg.max_position_embeddings, cfg.rope_parameters["rope_theta"]) == (128, 40960, 1e6)
@@ -267,7 +268,7 @@ def test_real_shapes_match_the_model_cards(name, total, non_embedding):
 
 @need_bpe
 def test_shape_spec_vocab_larger_than_tokenizer():
-    model, tok = common.load_model("shape:tiny", dtype=torch.bfloat16)
+    model, tok = models.load_model("shape:tiny", dtype=torch.bfloat16)
     assert model.get_input_embeddings().weight.shape[0] == 151936 > len(tok) == 151669
     assert next(model.parameters()).dtype == torch.bfloat16
 

@@ -11,8 +11,9 @@ import types
 import pytest
 import torch
 
-import data
+import models
 import rollout
+import tools
 from sandbox import ExecResult
 
 
@@ -27,7 +28,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tok():
-    return data.make_toy_tokenizer()
+    return models.make_toy_tokenizer()
 
 
 def enc(tok, text):
@@ -35,7 +36,7 @@ def enc(tok, text):
 
 
 def prompt(tok, question="What is 6 * 7?"):
-    return tok.apply_chat_template([{"role": "user", "content": question}], tools=data.TOOLS,
+    return tok.apply_chat_template([{"role": "user", "content": question}], tools=tools.TOOLS,
                                    add_generation_prompt=True, tokenize=True, return_dict=False)
 
 
@@ -76,7 +77,7 @@ def ok(code):
     ('<tool_call>{"name": "code_interpreter", "arguments": {"code": "1"}}', "unclosed"),
 ])
 def test_parse_tool_calls(text, want):
-    got = rollout.parse_tool_calls(text)
+    got = tools.parse_tool_calls(text)
     if isinstance(want, str):
         assert len(got) == 1 and set(got[0]) == {"error"} and want in got[0]["error"]
     else:
@@ -84,7 +85,7 @@ def test_parse_tool_calls(text, want):
 
 
 def test_parse_keeps_good_calls_next_to_bad_ones():
-    got = rollout.parse_tool_calls(CALL % "a=1" + "<tool_call>{oops}</tool_call>" + CALL % "b=2" + "<tool_call>{")
+    got = tools.parse_tool_calls(CALL % "a=1" + "<tool_call>{oops}</tool_call>" + CALL % "b=2" + "<tool_call>{")
     assert got[0] == ok("a=1") and "not valid JSON" in got[1]["error"] and got[2] == ok("b=2")
     assert "unclosed" in got[3]["error"] and len(got) == 4
 
@@ -97,10 +98,10 @@ def test_tool_response_ids_prefix_property(tok):
     turn = {"role": "assistant", "content": "", "reasoning_content": "think",
             "tool_calls": [{"type": "function", "function": {"name": "code_interpreter", "arguments": {"code": "1"}}}]}
     results = ["4", "Error: x"]
-    before = tok.apply_chat_template(chat + [turn], tools=data.TOOLS, tokenize=True, return_dict=False)
+    before = tok.apply_chat_template(chat + [turn], tools=tools.TOOLS, tokenize=True, return_dict=False)
     after = tok.apply_chat_template(chat + [turn] + [{"role": "tool", "content": r} for r in results],
-                                    tools=data.TOOLS, add_generation_prompt=True, tokenize=True, return_dict=False)
-    obs = rollout.tool_response_ids(tok, results, rollout.tool_protocol())
+                                    tools=tools.TOOLS, add_generation_prompt=True, tokenize=True, return_dict=False)
+    obs = tools.tool_response_ids(tok, results, tools.tool_protocol())
     end = len(before) - 1  # before ends with "<|im_end|>\n"; appended ids continue right after <|im_end|>
     assert after == before[:end] + obs
     assert obs == enc(tok, tool_turn(results))
@@ -280,7 +281,7 @@ def test_length_limits(tok, mode):
 def test_observation_limit_and_statuses(tok, mode):
     call = (CALL % "print(10 ** 300)") + "<|im_end|>"
     ep = rollout.rollout(same_script(tok, [call, "done<|im_end|>"]), tok, [prompt(tok)], max_turns=3,
-                         max_response_len=10_000, tools=rollout.tool_protocol(max_chars=50), execute=fake_exec,
+                         max_response_len=10_000, tools=tools.tool_protocol(max_chars=50), execute=fake_exec,
                          mode=mode)[0]
     obs = ep.turns[0]["observations"][0]
     assert obs == "1" + "0" * 49 + "\n... [truncated 251 characters]"
@@ -352,7 +353,7 @@ def test_sample_token_greedy():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    return data.tiny_qwen3(tok, "tiny", seed=3)
+    return models.tiny_qwen3(tok, "tiny", seed=3)
 
 
 def full_forward_logp(model, ids):
@@ -390,7 +391,7 @@ def test_hf_engine_batched_greedy_equals_one_by_one(tok, model):
 
 
 def test_hf_engine_owns_a_copy_and_loads_weights(tok):
-    mine, other = data.tiny_qwen3(tok, "tiny", seed=5), data.tiny_qwen3(tok, "tiny", seed=11)
+    mine, other = models.tiny_qwen3(tok, "tiny", seed=5), models.tiny_qwen3(tok, "tiny", seed=11)
     eng, p = rollout.HFEngine(mine, tok), prompt(tok)
     before = eng.generate([p], 8, temperature=0.0)[0]
     with torch.no_grad():  # the trainer changes its weights: the engine keeps sampling from its own copy
@@ -428,7 +429,7 @@ def test_hf_engine_admits_turns_mid_batch(tok, model):
 
 
 def test_hf_engine_weight_updates_are_checked(tok):
-    mine, other = data.tiny_qwen3(tok, "tiny", seed=5), data.tiny_qwen3(tok, "tiny", seed=11)
+    mine, other = models.tiny_qwen3(tok, "tiny", seed=5), models.tiny_qwen3(tok, "tiny", seed=11)
     eng = rollout.HFEngine(mine, tok)
     sd = other.state_dict()
     eng.update_weights((k, v.to(torch.bfloat16)) for k, v in sd.items() if k != "lm_head.weight")  # tied: absent

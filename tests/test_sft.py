@@ -11,7 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import data
+import models
+import tools
+import toy
 import train_sft
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def tok():
-    return data.make_toy_tokenizer()
+    return models.make_toy_tokenizer()
 
 
 def hand_conversation():
@@ -58,10 +60,10 @@ def runs_of_ones(mask):
 
 
 def test_loss_mask_is_exactly_the_assistant_turns(tok):
-    convs = [c["messages"] for c in data.toy_sft_conversations(12, seed=3)] + [hand_conversation()]
+    convs = [c["messages"] for c in toy.toy_sft_conversations(12, seed=3)] + [hand_conversation()]
     for msgs in convs:
-        ids, mask = train_sft.tokenize_conversation(tok, msgs, data.TOOLS)
-        assert ids == tok.apply_chat_template(msgs, tools=data.TOOLS, tokenize=True, return_dict=False)
+        ids, mask = train_sft.tokenize_conversation(tok, msgs, tools.TOOLS)
+        assert ids == tok.apply_chat_template(msgs, tools=tools.TOOLS, tokenize=True, return_dict=False)
         trained = [tok.decode(ids[a:b]) for a, b in runs_of_ones(mask)]
         assert trained == [assistant_text(m) for m in msgs if m["role"] == "assistant"]
         # the context around them: each trained run is preceded by exactly the assistant header and followed by "\n"
@@ -79,12 +81,12 @@ def test_loss_mask_is_exactly_the_assistant_turns(tok):
 def test_template_that_rewrites_earlier_turns_is_refused(tok):
     # a second user query makes the template drop the reasoning of the first query's turns, which the render up to
     # the first query's second turn still shows: that prefix is not stable, so there is no mask to derive
-    first = data.toy_sft_conversations(1, seed=0)[0]["messages"][:3]  # user, assistant (reasoning + call), tool
+    first = toy.toy_sft_conversations(1, seed=0)[0]["messages"][:3]  # user, assistant (reasoning + call), tool
     msgs = first + [{"role": "assistant", "content": "2", "reasoning_content": "Easy."},
                     {"role": "user", "content": "2 + 2?"},
             {"role": "assistant", "content": "4", "reasoning_content": "Easy too."}]
     with pytest.raises(ValueError, match="re-renders"):
-        train_sft.tokenize_conversation(tok, msgs, data.TOOLS)
+        train_sft.tokenize_conversation(tok, msgs, tools.TOOLS)
 
 
 def test_pack_first_fit_decreasing_and_pad_groups():
@@ -104,13 +106,13 @@ def test_lr_warmup_then_cosine():
 
 def toy_docs(tok, n, seed):
     return [train_sft.tokenize_conversation(tok, c["messages"], c["tools"])
-            for c in data.toy_sft_conversations(n, seed)]
+            for c in toy.toy_sft_conversations(n, seed)]
 
 
 def test_packed_and_padded_logits_equal_alone(tok):
     docs = toy_docs(tok, 3, seed=5)
-    ref = data.tiny_qwen3(tok, "tiny", seed=2).eval()  # plain SDPA, each doc on its own
-    model = data.tiny_qwen3(tok, "tiny", seed=2).eval()
+    ref = models.tiny_qwen3(tok, "tiny", seed=2).eval()  # plain SDPA, each doc on its own
+    model = models.tiny_qwen3(tok, "tiny", seed=2).eval()
     train_sft.set_attention(model, torch.device("cpu"))
     with torch.no_grad():
         alone = [ref(input_ids=torch.tensor([d[0]])).logits[0] for d in docs]
@@ -128,7 +130,7 @@ def test_packed_and_padded_logits_equal_alone(tok):
 
 def test_batch_nll_is_the_summed_assistant_nll(tok):
     docs = toy_docs(tok, 4, seed=6)
-    model = data.tiny_qwen3(tok, "tiny", seed=3)
+    model = models.tiny_qwen3(tok, "tiny", seed=3)
     want = 0.0
     with torch.no_grad():  # reference: each doc alone, full logits, targets t+1 where the mask is 1
         for d_ids, d_mask in docs:

@@ -38,12 +38,12 @@ def test_micro_batches_fit_budget_and_cover_everything():
 
 def test_sequence_logprobs_match_full_logits_under_fsdp():
     import common
-    import data
+    import models
     dist = common.init_dist("cpu")
     try:
-        tok = data.make_toy_tokenizer()
-        ref = data.tiny_qwen3(tok, "tiny", seed=1)
-        model = common.wrap_fsdp(data.tiny_qwen3(tok, "tiny", seed=1), dist)
+        tok = models.make_toy_tokenizer()
+        ref = models.tiny_qwen3(tok, "tiny", seed=1)
+        model = common.wrap_fsdp(models.tiny_qwen3(tok, "tiny", seed=1), dist)
         ids = torch.randint(3, len(tok), (3, 17))
         attn = torch.ones_like(ids)
         attn[1, 11:] = 0  # right padding
@@ -170,8 +170,8 @@ def test_two_processes_unequal_micro_batches_equal_one_process(tmp_path):
 
 
 def data_tiny_state():
-    import data
-    return data.tiny_qwen3(data.make_toy_tokenizer(), "tiny").state_dict()
+    import models
+    return models.tiny_qwen3(models.make_toy_tokenizer(), "tiny").state_dict()
 
 
 def test_two_processes_real_engine_every_rank_gets_the_weights(tmp_path):

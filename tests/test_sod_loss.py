@@ -1,4 +1,4 @@
-"""Tests for sod_loss.py against slow loop references written here from the formulas of DESIGN.md §2."""
+"""Tests for sod_loss.py against slow loop references written here from the formulas of docs/algorithm.md."""
 import math
 import shutil
 

@@ -19,7 +19,7 @@ import re
 import pytest
 import torch
 
-import common
+import models
 import rollout
 import train_sod
 
@@ -88,7 +88,8 @@ def seq_logp(model, ep):
 
 
 def step_weights_by_hand(s, t, mask, eps=1e-6, delta=0.2):
-    """w per token from DESIGN §2, one step (maximal run of mask == 1) at a time: w_k = min((d_1+ε)/(d_k+ε), 1+δ)."""
+    """w per token (docs/algorithm.md), one step (a maximal run of mask == 1) at a time:
+    w_k = min((d_1+ε)/(d_k+ε), 1+δ)."""
     runs, start = [], None
     for i, m in enumerate(list(mask) + [0]):
         if m and start is None:
@@ -112,8 +113,8 @@ def test_one_update_raises_rewarded_above_unrewarded(algo, tmp_path, monkeypatch
     assert rows[0]["acc"] == pytest.approx(sum(j % 2 == 0 for j in range(G)) / G)
     if algo != "grpo":
         assert rows[0]["d_mean"] < 1e-6  # teacher = student: no distillation signal, only the reward's
-    before, _ = common.load_model("toy:tiny")
-    after, _ = common.load_model(str(tmp_path))  # the run directory: its latest (step 1) checkpoint
+    before, _ = models.load_model("toy:tiny")
+    after, _ = models.load_model(str(tmp_path))  # the run directory: its latest (step 1) checkpoint
     delta = [seq_logp(after, e) - seq_logp(before, e) for e in eps]
     right = [d for d, e in zip(delta, eps) if e.acc]
     wrong = [d for d, e in zip(delta, eps) if not e.acc]
@@ -138,9 +139,9 @@ def test_distillation_term_moves_the_student_along_the_teacher_signal(algo, tmp_
                            teacher="toy:toy_student")
     eps = calls[-1]
     assert all(e.acc for e in eps) and rows[0]["d_mean"] > 0.0
-    before, _ = common.load_model("toy:tiny")
-    teacher, _ = common.load_model("toy:toy_student")
-    after, _ = common.load_model(str(tmp_path))
+    before, _ = models.load_model("toy:tiny")
+    teacher, _ = models.load_model("toy:toy_student")
+    after, _ = models.load_model(str(tmp_path))
     gain = 0.0
     for e in eps:
         s, t, m = token_logp(before, e), token_logp(teacher, e), torch.tensor(e.mask[1:], dtype=torch.float64)
