@@ -84,7 +84,7 @@ def test_fsdp_two_processes_equal_one(tmp_path):
     run_worker(tmp_path / "two", "--steps", "2", "--sgd", nproc=2)
     a, b = load_params(tmp_path / "one"), load_params(tmp_path / "two")
     assert a.keys() == b.keys()
-    init = __import__("data").tiny_qwen3(__import__("data").make_toy_tokenizer(), "tiny", seed=0).state_dict()
+    init = models.tiny_qwen3(models.make_toy_tokenizer(), "tiny", seed=0).state_dict()
     assert max((a[k] - init[k]).abs().max().item() for k in a) > 1e-3  # the step did move the weights
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     la, lb = json.load(open(tmp_path / "one" / "losses.json")), json.load(open(tmp_path / "two" / "losses.json"))
