@@ -5,36 +5,16 @@
     python sandbox.py --serve --port 8080   # SandboxFusion-compatible POST /run_code, bound to 127.0.0.1
 
 A script; a trailing bare expression is echoed (REPL-style); an exception is its traceback in stderr; each stream is
-cut to `max_chars` around a marker. status: ok | error | timeout | memory | killed (signal, output flood, fault).
-Every failure is an ExecResult. The first call starts a fork server (this file, no torch, numpy pre-imported; code
-that names sympy goes to a second one that has it too) that keeps WARM sandboxes forked and waiting inside their
-namespaces; a call hands its code and the
-ends of its output pipes to one of them and the server forks a replacement while the code runs.
-
-The same path for root and for any user (Linux >= 5.14 that allows unprivileged user namespaces; a probe checks at
-start). The server enters a user namespace (the caller is root inside it; a root caller is mapped to the host uid
-HOST_UID, which owns no file) and makes every mount read-only and private once. Each sandbox then gets new mount,
-network, IPC and PID namespaces and a user namespace of its own, where the code runs as CODE_UID, without
-capabilities and under locked mounts, so nothing can be remounted writable. Isolated: network (an empty namespace per
-call: nothing reachable, host loopback included); processes (the code is PID 1 of its own PID namespace: when it ends
-or time is up the kernel kills all that is left, setsid daemons too; it sees only its own processes and cannot
-signal the caller, the pool or another call; as an init it ignores signals it has no handler for); files (all
-read-only, fresh tmpfs at /tmp = cwd = HOME and /dev/shm that vanish with the call, /run and every directory that
-not all users may enter, e.g. /root or a 0750 home, covered by an empty tmpfs, with the interpreter's directories
-bound back read-only wherever they live, /tmp included); environment (SANDBOX_ENV only); limits (CPU, wall time,
-address space, 64 processes per call, 16 MiB per file, output). Not isolated: the kernel (no seccomp), reading
-world-readable host files, the caller's supplementary groups (a non-root caller cannot drop them), CPU/memory
-bandwidth (no cgroups). Where the kernel refuses user namespaces the pool prints one line and runs the code in a
-process group with rlimits and a temp cwd: the network is open, setsid daemons can outlive the call, and a non-root
-caller's own files and processes are exposed (as root the code still gets a per-call uid).
+cut to `max_chars` around a marker; every failure is an ExecResult. A fork server (this file, no torch) keeps WARM
+sandboxes waiting in their own namespaces, one per call. What is isolated, the fallback, and why: docs/sandbox.md.
 """
 import argparse
 import ast
 import atexit
 import builtins
+import contextlib
 import ctypes
 import gc
-import importlib
 import itertools
 import json
 import linecache
@@ -56,20 +36,16 @@ import traceback
 from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MAX_CHARS = 4096  # per stream, what the model sees
-HARD_OUTPUT_BYTES = 4 << 20  # more output is a flood: kill now rather than at the timeout
+MAX_CHARS, HARD_OUTPUT_BYTES = 4096, 4 << 20  # per stream, what the model sees; more is a flood, killed at once
 PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "collections", "heapq", "bisect",
            "random", "re", "string", "statistics", "json", "datetime", "numpy")  # imported once, shared
-# sympy doubles a server (26 -> 61 MB), and every call pays for the size twice, forking the sandbox and in its exit:
-# code that names it goes to a second server that has it imported too
-HEAVY = ("sympy", "mpmath")
+HEAVY = ("sympy", "mpmath")  # in a second server: sympy doubles one (26 -> 61 MB), paid at each call's fork and exit
 HEAVY_USE = re.compile(r"\b(?:" + "|".join(HEAVY) + r")\b")
 WARM = 4  # sandboxes kept forked and waiting: a call finds one ready
 HOST_UID = 200000  # a root caller's sandboxes run as this host uid; the fallback as root: one above it per call
 CODE_UID = 1000  # the code's uid inside its own user namespace (not root: no capabilities)
 NPROC, FSIZE_MB, NOFILE, SCRATCH_MB = 64, 16, 256, 64
-MEMORY_EXIT = 99  # exit code of the code's process after a MemoryError
-SCRIPT = "<code>"  # file name in tracebacks
+MEMORY_EXIT, SCRIPT = 99, "<code>"  # the code's exit code after a MemoryError; its file name in tracebacks
 SANDBOX_ENV = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp",
                "TMPDIR": "/tmp", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 NEWNS, NEWUSER, NEWPID, NEWNET, NEWIPC = 0x20000, 0x10000000, 0x20000000, 0x40000000, 0x8000000
@@ -83,7 +59,7 @@ PARK = "/run/.sandbox/{}"  # where the interpreter's dirs wait to be bound back
 
 @dataclass
 class ExecResult:
-    status: str  # ok | error | timeout | memory | killed
+    status: str  # ok | error | timeout | memory | killed (signal, output flood, fault)
     stdout: str
     stderr: str
     elapsed_s: float
@@ -97,31 +73,20 @@ def truncate(text, max_chars=MAX_CHARS):
     return f"{text[:half]}\n...[{len(text) - 2 * half} characters truncated]...\n{text[len(text) - half:]}"
 
 
-def compile_script(code, echo=True):
-    """Compile `code` as a script; with `echo`, a trailing bare expression is split off to be evaluated and printed."""
-    tree, last = ast.parse(code, SCRIPT), None
-    if echo and tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = compile(ast.Expression(tree.body.pop().value), SCRIPT, "eval")
-    return compile(tree, SCRIPT, "exec"), last
-
-
 def with_echo(code):
     """`code` with its trailing bare expression rewritten to print its repr, for servers that run plain scripts."""
     try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return code  # the server reports it
-    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        e = next(s.value for s in ast.parse(code).body[-1:] if isinstance(s, ast.Expr))
+    except (SyntaxError, StopIteration):  # no trailing expression, or a syntax error (the server reports it)
         return code
-    e, raw, starts = tree.body[-1].value, code.encode(), [0]  # ast columns count utf-8 bytes
-    for line in raw.splitlines(keepends=True):
-        starts.append(starts[-1] + len(line))
+    raw = code.encode()  # ast columns count utf-8 bytes
+    starts = [0, *itertools.accumulate(len(line) for line in raw.splitlines(keepends=True))]
     a, b = starts[e.lineno - 1] + e.col_offset, starts[e.end_lineno - 1] + e.end_col_offset
     return (raw[:a] + b"print(repr(_v)) if (_v := (" + raw[a:b] + b")) is not None else None" + raw[b:]).decode()
 
 
 # -----------------------------------------------------------------------------
-# Namespaces
+# The server side (the fork server and its sandboxes): namespaces, the sandbox, the server
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -141,20 +106,19 @@ def _unshare(flags):
     _check(_libc.unshare(flags), "unshare")
 
 
-def _write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
+def _map_ids(proc, inner, uid, gid):
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{inner} {uid} 1"), ("gid_map", f"{inner} {gid} 1")):
+        with open(f"/proc/{proc}/{name}", "w") as f:
+            f.write(text)
 
 
 def _interpreter_dirs():
-    """The interpreter's dirs that the sandbox's view would hide: under HIDDEN_TOPS or below a directory that not
-    everyone may enter (e.g. /root, a 0750 home, a 0700 temp dir)."""
+    """The interpreter's dirs a sandbox would hide: under HIDDEN_TOPS or a dir not all may enter (/root, 0750 home)."""
     dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path)
             if os.path.isdir(p)}
     out = []
     for d in sorted(dirs):  # a parent comes first and brings its children along
-        if (d.startswith(HIDDEN_TOPS) or _closed(d)) and not any(
-                d == o or d.startswith(o + os.sep) for o in out):
+        if (d.startswith(HIDDEN_TOPS) or _closed(d)) and not any(d == o or d.startswith(o + os.sep) for o in out):
             out.append(d)
     return out
 
@@ -162,8 +126,7 @@ def _interpreter_dirs():
 def _closed(d):
     """The topmost directory on the way to `d` (itself included) that not everyone may enter, or None."""
     parts = d.split(os.sep)
-    return next((t for t in (os.sep.join(parts[:i]) for i in range(2, len(parts) + 1)) if not os.stat(t).st_mode & 1),
-                None)
+    return next((t for i in range(2, len(parts) + 1) if not os.stat(t := os.sep.join(parts[:i])).st_mode & 1), None)
 
 
 def _scratch_dirs(dirs):
@@ -172,30 +135,24 @@ def _scratch_dirs(dirs):
 
 
 def _isolate_server(dirs):
-    """Move this process into new user, mount and PID namespaces (its next child is their init) and prepare the view
-    that all sandboxes share: every mount read-only and private, /run and each directory not everyone may enter above
-    the interpreter covered by an empty read-only tmpfs, the interpreter's dirs bound back (and parked in /run for
-    the sandboxes' /tmp). A root caller becomes HOST_UID; a helper outside the new namespace writes the maps, as
-    only there may root map another uid."""
+    """Enter new user, mount and PID namespaces (the next child is their init) and build the view all sandboxes share.
+    A helper outside writes the id maps: only there may root map another uid (HOST_UID)."""
     uid, gid = (os.getuid(), os.getgid()) if os.getuid() else (HOST_UID, HOST_UID)
     if os.getuid() == 0:
         os.setgroups([])
     r, w = os.pipe()
     if (helper := os.fork()) == 0:
         ok = os.read(r, 1) == b"1"
-        try:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-                _write(f"/proc/{os.getppid()}/{name}", text)
-        except OSError:
-            ok = False
-        os._exit(0 if ok else 1)
+        with contextlib.suppress(OSError):
+            _map_ids(os.getppid(), 0, uid, gid)
+            os._exit(0 if ok else 1)
+        os._exit(1)
     try:
         _unshare(NEWUSER | NEWNS | NEWPID)
     finally:
-        os.write(w, b"1" if sys.exc_info()[0] is None else b"0")
-        ok = os.waitpid(helper, 0)[1] == 0
-    if not ok:
-        raise OSError("writing the user namespace's uid map failed")
+        os.write(w, b"0" if (failed := sys.exc_info()[0] is not None) else b"1")
+        if os.waitpid(helper, 0)[1] and not failed:
+            raise OSError("writing the user namespace's uid map failed")
     _mount("none", "/", None, MS_REC | MS_PRIVATE)  # no mount made here propagates to the host
     for line in open("/proc/self/mountinfo").read().splitlines():
         point, opts = line.split()[4].replace("\\040", " "), line.split()[5].split(",")
@@ -209,15 +166,13 @@ def _isolate_server(dirs):
     fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in dirs]  # reachable now, maybe not as the new uid
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)  # from here on files are created as a uid this namespace maps
-    closed = [_closed(d) for d in dirs if not d.startswith(HIDDEN_TOPS)]
-    covers = ["/run", *dict.fromkeys(t for t in closed if t)]
-    _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    for i, fd in enumerate(fds):
+    covers = ["/run", *dict.fromkeys(t for d in dirs if not d.startswith(HIDDEN_TOPS) and (t := _closed(d)))]
+    for top in covers:
+        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for i, fd in enumerate(fds):  # the descriptors reach the dirs under the covers
         os.makedirs(PARK.format(i))
         _mount(f"/proc/self/fd/{fd}", PARK.format(i), None, MS_BIND | MS_REC)
         os.close(fd)
-    for top in covers[1:]:
-        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     for i, d in enumerate(dirs):
         if not d.startswith(("/tmp/", "/dev/shm/")):
             os.makedirs(d, exist_ok=True)
@@ -228,9 +183,7 @@ def _isolate_server(dirs):
 
 
 def _enter_sandbox(scratch_dirs):
-    """In a fresh fork that is PID 1 of a new PID namespace: new mount, network and IPC namespaces, its /proc,
-    scratch tmpfs at /tmp and /dev/shm (interpreter dirs there bound back), then a user namespace of its own (which
-    locks every mount) as CODE_UID, with no capability left."""
+    """In a fresh fork, PID 1 of a new PID namespace: new mount, network and IPC namespaces, scratch /tmp, CODE_UID."""
     _unshare(NEWNS | NEWNET | NEWIPC)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # lists only this namespace's processes
     for path in ("/tmp", "/dev/shm"):
@@ -238,25 +191,22 @@ def _enter_sandbox(scratch_dirs):
     for park, d in scratch_dirs:
         os.makedirs(d, exist_ok=True)
         _mount(park, d, None, MS_BIND | MS_REC)
-    _unshare(NEWUSER | NEWNS)
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{CODE_UID} 0 1"), ("gid_map", f"{CODE_UID} 0 1")):
-        _write(f"/proc/self/{name}", text)
+    _unshare(NEWUSER | NEWNS)  # a user namespace of its own: every mount locked, no capability left
+    _map_ids("self", CODE_UID, 0, 0)
     _mount(None, "/proc", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME)
     os.setresgid(CODE_UID, CODE_UID, CODE_UID)
     os.setresuid(CODE_UID, CODE_UID, CODE_UID)
-    _libc.prctl(4, 1, 0, 0, 0)
 
-
-# -----------------------------------------------------------------------------
-# Inside the sandbox
 
 def _run_script(code, echo):
     """Execute `code` as __main__; returns the exit code. Tracebacks show only the code's own frames and lines."""
     linecache.cache[SCRIPT] = (len(code), None, code.splitlines(True), SCRIPT)
     g, sys.argv = {"__name__": "__main__", "__builtins__": builtins}, [SCRIPT]
     try:
-        body, last = compile_script(code, echo)
-        exec(body, g)
+        tree, last = ast.parse(code, SCRIPT), None
+        if echo and tree.body and isinstance(tree.body[-1], ast.Expr):  # split off to be evaluated and printed
+            last = compile(ast.Expression(tree.body.pop().value), SCRIPT, "eval")
+        exec(compile(tree, SCRIPT, "exec"), g)
         if last is not None and (value := eval(last, g)) is not None:
             print(repr(value))
         return 0
@@ -273,8 +223,7 @@ def _run_script(code, echo):
 
 
 def _sandbox(srv, ctrl, view, uid, scratch, server):
-    """A waiting sandbox: enter the namespaces (or, in the fallback, a scratch dir and uid), take one call from the
-    listening socket `srv`, pass its connection and timeout to the server over `ctrl`, run it, answer, exit."""
+    """Enter the namespaces (fallback: a uid), take one call from `srv`, hand it to the server, run it, answer, exit."""
     rc, t0 = 1, time.monotonic()
     try:
         os.setsid()  # own process group, no terminal: kill(0, ...) reaches only this call's processes
@@ -287,59 +236,47 @@ def _sandbox(srv, ctrl, view, uid, scratch, server):
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            _libc.prctl(4, 1, 0, 0, 0)
+        _libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, as in _isolate_server
         _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG (after the uid change, which clears it): the
         if view is None and os.getppid() != server:  # fallback's sandboxes go with the server too, also when it
             os._exit(1)  # died before the line above
         os.chdir(scratch or "/tmp")
         os.environ.clear()
         os.environ.update(SANDBOX_ENV)
-        exec(compile_script("_ = repr([1, 'a'])\n_")[0], {})  # touch now the pages a call writes (copy-on-write)
-        conn = srv.accept()[0]
-        t0 = time.monotonic()
+        _run_script("_ = repr([1, 'a'])\nNone", True)  # touch now the pages a call writes (copy-on-write)
+        conn, t0 = srv.accept()[0], time.monotonic()
         srv.close()
         fds = socket.recv_fds(conn, 1024, 3)[1]
         req = json.loads(os.pread(fds[0], 1 << 30, 0))
         socket.send_fds(ctrl, [str(req["timeout"]).encode()], [conn.fileno()])  # the server keeps the time
         stdin = os.memfd_create("stdin")
-        os.write(stdin, req["stdin"].encode())
-        os.lseek(stdin, 0, os.SEEK_SET)
+        os.pwrite(stdin, req["stdin"].encode(), 0)  # the offset stays at 0 for the code's reads
         for target, fd in enumerate((stdin, fds[1], fds[2])):
             os.dup2(fd, target)
         for fd in (stdin, *fds):
             os.close(fd)
-        secs = int(req["timeout"]) + 1
-        for res, lim in ((resource.RLIMIT_CPU, secs), (resource.RLIMIT_NPROC, NPROC), (resource.RLIMIT_CORE, 0),
-                         (resource.RLIMIT_FSIZE, FSIZE_MB << 20), (resource.RLIMIT_NOFILE, NOFILE),
-                         (resource.RLIMIT_AS, req["memory_mb"] << 20)):
+        for res, lim in ((resource.RLIMIT_CPU, int(req["timeout"]) + 1), (resource.RLIMIT_NPROC, NPROC),
+                         (resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, FSIZE_MB << 20),
+                         (resource.RLIMIT_NOFILE, NOFILE), (resource.RLIMIT_AS, req["memory_mb"] << 20)):
             resource.setrlimit(res, (lim, lim + (res == resource.RLIMIT_CPU)))  # CPU: SIGXCPU first, then SIGKILL
         sys.stdout.reconfigure(line_buffering=True)  # what was printed before a timeout still comes back
         rc = _run_script(req["code"], req["echo"])
     except BaseException as e:
         os.write(2, f"sandbox setup failed: {e!r}\n".encode())
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):  # the code may have swapped them
-        try:
+        with contextlib.suppress(BaseException):
             stream.flush()
-        except BaseException:
-            pass
-    try:  # the answer goes out before this big process takes its time to exit
+    with contextlib.suppress(BaseException):  # the answer goes out before this big process takes its time to exit
         conn.send(json.dumps(dict(rc=rc, elapsed=time.monotonic() - t0)).encode())
         ctrl.send(b"done")
-    except BaseException:
-        pass
     os._exit(rc)
 
-
-# -----------------------------------------------------------------------------
-# The fork server
 
 def fork_server(sock_dir, preload=PRELOAD + HEAVY):
     """Pre-import, probe the kernel, then keep WARM sandboxes waiting on the socket and watch the calls they take."""
     for name in preload:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+        with contextlib.suppress(ImportError):
+            __import__(name)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     srv.bind(os.path.join(sock_dir, "socket"))
     srv.listen(1024)
@@ -365,18 +302,14 @@ def fork_server(sock_dir, preload=PRELOAD + HEAVY):
     else:
         _isolate_server(dirs)
         parent = os.pidfd_open(os.getpid())
-        if (server := os.fork()) != 0:  # the server is PID 1 of its namespace: all sandboxes die with it
-            os._exit(max(0, os.waitstatus_to_exitcode(os.waitpid(server, 0)[1])))
+        if (pid := os.fork()) != 0:  # the server is PID 1 of its namespace: all sandboxes die with it
+            os._exit(max(0, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))
         _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the pool killed the parent, so go too
         if select.select([parent], [], [], 0)[0]:  # it died before the line above (its pid is not visible here)
             os._exit(1)
         os.close(parent)
     print("ready", "fallback" if why else "isolated", flush=True)
-    _serve(srv, None if why else _scratch_dirs(dirs))
-
-
-def _serve(srv, view):
-    """Keep WARM sandboxes waiting; end each call at its timeout, the client's cancel or its sandbox's exit."""
+    view = None if why else _scratch_dirs(dirs)  # a call ends at its timeout, the client's cancel or the sandbox's exit
     sel, boxes, count, server = selectors.DefaultSelector(), {}, itertools.count(), os.getpid()
     own_pid_ns = view is not None and os.open("/proc/self/ns/pid", os.O_RDONLY)
     sel.register(0, selectors.EVENT_READ, ("stdin", None))
@@ -400,24 +333,17 @@ def _serve(srv, view):
         sel.register(ours, selectors.EVENT_READ, ("ctrl", box))
 
     def end(box, reap=False, **reply):
-        """Kill what is left of the call (init of its PID namespace takes all with it; in the fallback, its process
-        group), reap it if it has exited, and answer if there is an answer; the client takes the first one."""
-        try:
+        """Kill what is left of the call, reap it if it exited, send the answer if any (the client takes the first)."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(box["pid"], signal.SIGKILL)  # before the reaping: the group id cannot be reused yet
-        except ProcessLookupError:
-            pass
         if reap:
             reply = dict(rc=os.waitstatus_to_exitcode(os.waitpid(box["pid"], 0)[1]))
         if conn := box.pop("conn", None):
             sel.unregister(conn)
-            try:
+            with contextlib.suppress(OSError):
                 conn.recv(64, socket.MSG_DONTWAIT)  # data left unread would reset the connection at close
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(json.dumps(dict(reply, elapsed=time.monotonic() - box["t0"])).encode()) if reply else None
-            except OSError:
-                pass
             conn.close()
 
     while True:
@@ -435,8 +361,7 @@ def _serve(srv, view):
             if what == "ctrl":
                 msg, fds, _, _ = socket.recv_fds(box["ctrl"], 64, 1)
                 if fds:  # it took a call
-                    box.update(conn=socket.socket(fileno=fds[0]), t0=time.monotonic(),
-                               deadline=time.monotonic() + float(msg))
+                    box.update(conn=socket.socket(fileno=fds[0]), t0=(t := time.monotonic()), deadline=t + float(msg))
                     sel.register(box["conn"], selectors.EVENT_READ, ("cancel", box))
                 elif msg:  # it answered (or the code forged this: then the client gets no answer, nothing runs on)
                     end(box)
@@ -447,10 +372,9 @@ def _serve(srv, view):
             elif what == "exit":
                 end(box, reap=True)
                 del boxes[box["pid"]]
-                sel.unregister(box["pidfd"])
+                for f in (box["pidfd"], box["ctrl"]):  # the ctrl socket is unregistered already if it saw the exit
+                    sel.unregister(f) if f in sel.get_map() else None
                 os.close(box["pidfd"])
-                if box["ctrl"] in sel.get_map():
-                    sel.unregister(box["ctrl"])
                 box["ctrl"].close()
                 if box["scratch"]:
                     shutil.rmtree(box["scratch"], ignore_errors=True)
@@ -460,7 +384,7 @@ def _serve(srv, view):
 
 
 # -----------------------------------------------------------------------------
-# The caller's side
+# The caller's side: the pool, SandboxFusion's client and a SandboxFusion-compatible HTTP server
 
 class Pool:
     """Client of the fork server: started on first use, restarted when it has died; safe to use from many threads."""
@@ -494,30 +418,23 @@ class Pool:
 
     def run(self, req):
         with self.slots:
-            return self._retry(req)
-
-    def _retry(self, req):
-        for attempt in range(2):
             try:
                 return self._run(req)
-            except (ConnectionRefusedError, ConnectionResetError, FileNotFoundError):  # the server died (the next
-                # try restarts it) or a sandbox did; a call is stateless, so running it anew is safe
-                if attempt == 1:
-                    raise
+            except (ConnectionRefusedError, ConnectionResetError, FileNotFoundError):  # the server died (socket_path
+                return self._run(req)  # restarts it) or a sandbox did: a call is stateless, so running it anew is safe
 
     def _run(self, req):
         """Hand the request and our pipes' write ends to a waiting sandbox; read the output here until the answer."""
         request, (out_r, out_w), (err_r, err_w) = os.memfd_create("request"), os.pipe(), os.pipe()
         os.write(request, json.dumps(req).encode())
-        out, flood = {out_r: bytearray(), err_r: bytearray()}, False
+        out, why, theirs = {out_r: bytearray(), err_r: bytearray()}, None, [request, out_w, err_w]
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
                 s.settimeout(req["timeout"] + 30)
                 s.connect(self.socket_path())
-                socket.send_fds(s, [b"run"], [request, out_w, err_w])
-                for fd in (request, out_w, err_w):
-                    os.close(fd)
-                request = out_w = err_w = None
+                socket.send_fds(s, [b"run"], theirs)
+                while theirs:  # ours closed, the pipes end when the sandbox's copies do
+                    os.close(theirs.pop())
                 poll, wait = select.poll(), {out_r, err_r, s.fileno()}  # poll: descriptors above 1024 are fine
                 for fd in wait:
                     poll.register(fd, select.POLLIN)
@@ -528,39 +445,31 @@ class Pool:
                         elif chunk := os.read(fd, 1 << 16):
                             out[fd] += chunk
                         else:
-                            wait.discard(fd)
                             poll.unregister(fd)
-                    if len(out[out_r]) + len(out[err_r]) > HARD_OUTPUT_BYTES and not flood:
-                        flood = True
+                    if len(out[out_r]) + len(out[err_r]) > HARD_OUTPUT_BYTES and not why:
+                        why = "flood"
                         s.shutdown(socket.SHUT_WR)  # the server sees it and ends the call
                 reply = json.loads(s.recv(4096) or b"{}")
             for fd in out:  # what was written before the answer; children still running are not waited for
                 os.set_blocking(fd, False)
-                try:
+                with contextlib.suppress(BlockingIOError):
                     while len(out[fd]) <= HARD_OUTPUT_BYTES and (chunk := os.read(fd, 1 << 16)):
                         out[fd] += chunk
-                except BlockingIOError:
-                    pass
         finally:
-            for fd in (request, out_w, err_w, out_r, err_r):
-                if fd is not None:
-                    os.close(fd)
-        return _result(reply, "flood" if flood else None, req, out[out_r], out[err_r])
-
-
-def _result(reply, why, req, stdout, stderr):
-    code, why = reply.get("rc"), why or reply.get("why") or ("" if reply else "lost")
-    sig = -code if code is not None and code < 0 else 0
-    if why == "timeout" or sig == signal.SIGXCPU:
-        status, note = "timeout", f"time limit of {req['timeout']:g} s exceeded"
-    elif why or sig:
-        status, note = "killed", {"flood": f"output over {HARD_OUTPUT_BYTES} bytes", "lost": "the server died"}.get(
-            why, f"killed by signal {sig}")
-    else:
-        status, note = "ok" if code == 0 else "memory" if code == MEMORY_EXIT else "error", ""
-    stdout, stderr = (truncate(b.decode(errors="replace"), req["max_chars"]) for b in (stdout, stderr))
-    return ExecResult(status, stdout, stderr + (f"[sandbox: {note}]\n" if note else ""),
-                      round(reply.get("elapsed", 0.0), 6))
+            for fd in [*theirs, out_r, err_r]:
+                os.close(fd)
+        code, why = reply.get("rc"), why or reply.get("why") or ("" if reply else "lost")
+        sig = -code if code is not None and code < 0 else 0
+        if why == "timeout" or sig == signal.SIGXCPU:
+            status, note = "timeout", f"time limit of {req['timeout']:g} s exceeded"
+        elif why or sig:
+            status, note = "killed", {"flood": f"output over {HARD_OUTPUT_BYTES} bytes", "lost": "the server died"}.get(
+                why, f"killed by signal {sig}")
+        else:
+            status, note = "ok" if code == 0 else "memory" if code == MEMORY_EXIT else "error", ""
+        stdout, stderr = (truncate(out[fd].decode(errors="replace"), req["max_chars"]) for fd in (out_r, err_r))
+        return ExecResult(status, stdout, stderr + (f"[sandbox: {note}]\n" if note else ""),
+                          round(reply.get("elapsed", 0.0), 6))
 
 
 _POOL, _HEAVY_POOL = Pool(), Pool(PRELOAD + HEAVY)  # the second starts on the first call that names sympy
@@ -578,28 +487,17 @@ def run_code(code, timeout=10.0, memory_mb=2048, *, stdin="", max_chars=MAX_CHAR
 
 
 def as_unprivileged(argv, home, uid=65534):
-    """The command that runs `argv` as `uid`, for a root caller checking what an ordinary user gets: in a private
-    mount namespace where the interpreter stays reachable though it may live under a directory closed to others
-    (like /root), which an open tmpfs covers, the interpreter's prefix bound back into it. `home`: a world-readable
-    folder of the caller's (HOME and PYTHONPATH of the command; the parked mounts live there)."""
-    script, closed = ["set -e"], set()
+    """The command that runs `argv` as `uid` (a root caller checking what a user gets), where a closed dir above the
+    interpreter (/root) is covered by an open tmpfs with the prefix bound back; `home`: world-readable, parks there."""
+    script = ["set -e"]
     for i, d in enumerate(sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})):
         if top := _closed(d):
-            script += [f"mkdir -p {home}/park{i}", f"mount --bind {d} {home}/park{i}"]
-            script += [f"mount -t tmpfs -o mode=755 tmpfs {top}"] if top not in closed else []
-            script += [f"mkdir -p {d}", f"mount --bind {home}/park{i} {d}"]
-            closed.add(top)
+            cover = f"mount -t tmpfs -o mode=755 tmpfs {top}"
+            script += [f"mkdir -p {home}/park{i}", f"mount --bind {d} {home}/park{i}",
+                       *([cover] if cover not in script else []), f"mkdir -p {d}", f"mount --bind {home}/park{i} {d}"]
     script.append(f"exec setpriv --reuid={uid} --regid={uid} --clear-groups env HOME={home} PYTHONPATH={home} "
                   + shlex.join(argv))
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
-
-
-def to_fusion(r):
-    """ExecResult -> SandboxFusion's /run_code response."""
-    run = dict(status="TimeLimitExceeded" if r.status == "timeout" else "Finished", execution_time=r.elapsed_s,
-               return_code={"ok": 0, "killed": -9, "timeout": None}.get(r.status, 1), stdout=r.stdout, stderr=r.stderr)
-    return dict(status="Success" if r.status == "ok" else "Failed", message="", compile_result=None, run_result=run,
-                executor_pod_name=None, files={})
 
 
 def from_fusion(resp, max_chars=MAX_CHARS):
@@ -609,18 +507,14 @@ def from_fusion(resp, max_chars=MAX_CHARS):
     t = float(run.get("execution_time") or 0.0)
     if resp.get("status") == "SandboxError" or not run:
         return ExecResult("killed", out, err + f"sandbox error: {resp.get('message', '')}", t)
-    if resp.get("status") == "Success":
-        return ExecResult("ok", out, err, t)
-    if run.get("status") == "TimeLimitExceeded":
-        return ExecResult("timeout", out, err, t)
-    if err.rstrip().rsplit("\n", 1)[-1].startswith("MemoryError"):
-        return ExecResult("memory", out, err, t)
-    return ExecResult("killed" if (run.get("return_code") or 0) < 0 else "error", out, err, t)
+    status = ("ok" if resp.get("status") == "Success" else "timeout" if run.get("status") == "TimeLimitExceeded"
+              else "memory" if err.rstrip().rsplit("\n", 1)[-1].startswith("MemoryError")
+              else "killed" if (run.get("return_code") or 0) < 0 else "error")
+    return ExecResult(status, out, err, t)
 
 
 def make_executor(url=None, memory_mb=2048):
-    """execute(code, timeout=10.0, echo=True) -> ExecResult: our pool for None / "local", else the SandboxFusion server
-    at `url`. echo=False runs the code exactly as given (no echo of a trailing bare expression)."""
+    """execute(code, timeout=10.0, echo=True) -> ExecResult from our pool (None, "local") or SandboxFusion at `url`."""
     if url in (None, "", "local"):
         return lambda code, timeout=10.0, echo=True: run_code(code, timeout, memory_mb, echo=echo)
     if not url.startswith(("http://", "https://")):
@@ -640,9 +534,6 @@ def make_executor(url=None, memory_mb=2048):
             return ExecResult("killed", "", f"sandbox: request to {endpoint} failed: {e!r}", 0.0)
     return execute
 
-
-# -----------------------------------------------------------------------------
-# SandboxFusion-compatible HTTP server
 
 @dataclass
 class Config:
@@ -678,11 +569,14 @@ class _Handler(BaseHTTPRequestHandler):
             return error(400, f"bad request: {e!r}")
         if req.get("language", "python") not in ("python", "python3"):
             return error(400, f"language {req.get('language')!r} is not supported; only python")
-        self.reply(200, to_fusion(run_code(code, timeout, memory_mb if memory_mb > 0 else 2048, stdin=stdin,
-                                           echo=False)))  # a plain script, as SandboxFusion runs it
+        r = run_code(code, timeout, memory_mb if memory_mb > 0 else 2048, stdin=stdin, echo=False)  # a plain script
+        run = dict(status="TimeLimitExceeded" if r.status == "timeout" else "Finished", execution_time=r.elapsed_s,
+                   return_code={"ok": 0, "killed": -9, "timeout": None}.get(r.status, 1), stdout=r.stdout,
+                   stderr=r.stderr)
+        self.reply(200, dict(status="Success" if r.status == "ok" else "Failed", message="", compile_result=None,
+                             run_result=run, executor_pod_name=None, files={}))  # SandboxFusion's response
 
-    def log_message(self, *args):
-        pass  # a line per request would drown the training log
+    log_message = lambda self, *args: None  # a line per request would drown the training log
 
 
 def make_server(cfg):
@@ -696,8 +590,7 @@ def main():
     p.add_argument("--serve", action="store_true", required=True)
     for f in fields(Config):
         p.add_argument(f"--{f.name}", type=f.type, default=f.default)
-    args = vars(p.parse_args())
-    cfg = Config(**{f.name: args[f.name] for f in fields(Config)})
+    cfg = Config(**{k: v for k, v in vars(p.parse_args()).items() if k != "serve"})
     server = make_server(cfg)
     print(f"sandbox: {cfg}; POST http://{cfg.host}:{server.server_address[1]}/run_code", flush=True)
     server.serve_forever()
