@@ -131,7 +131,7 @@ def make_toy_tokenizer(path=None, vocab_size=1024):
 # Qwen3's real tokenizer, offline: Qwen's 151,643 byte-level BPE ranks (shared by Qwen2, 2.5 and 3) from the one
 # file `qwen.tiktoken` of the qwen-agent wheel, Qwen2's split, NFC, and Qwen3's 26 added tokens at their ids
 
-QWEN3_ADDED = [  # ids 151,643 ... 151,668 in this order; the tool and think tags are not special (decoding keeps them)
+QWEN3_ADDED = [  # ids 151,643 ... 151,668 in this order; the first 14 are special, the FIM, tool and think tags not
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
     "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
     "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
@@ -180,11 +180,11 @@ def make_qwen3_tokenizer(path=None):
     conv.load_tiktoken_bpe = lambda _: ranks  # plain "base64 rank" lines: no tiktoken package needed
     tok = conv.converted()
     tok.normalizer = normalizers.NFC()
-    for t in QWEN3_ADDED:
-        special = t.startswith("<|")
+    for i, t in enumerate(QWEN3_ADDED):
+        special = i < 14  # as Qwen3's tokenizer_config.json: <|endoftext|> ... <|video_pad|>; not FIM, tool or think
         (tok.add_special_tokens if special else tok.add_tokens)([AddedToken(t, special=special, normalized=False)])
     assert tok.token_to_id("</think>") == 151668, "the BPE file does not hold Qwen's 151,643 ranks"
-    return _fast(tok, [t for t in QWEN3_ADDED[1:] if t.startswith("<|")])
+    return _fast(tok, QWEN3_ADDED[1:14])
 
 
 # -----------------------------------------------------------------------------

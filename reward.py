@@ -29,10 +29,20 @@ def grading(protocol, grader="", shaping=""):
     return PROTOCOLS[protocol] | {k: v for k, v in (("grader", grader), ("shaping", shaping)) if v}
 
 
+# The added tokens Qwen3's tokenizer_config.json marks "special": true (ids 151,643-151,656, models.QWEN3_ADDED[:14]);
+# <tool_call>, <think>, <|fim_pad|> and the other 12 added tokens are not special
+QWEN3_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+_SPECIAL = re.compile("|".join(map(re.escape, QWEN3_SPECIAL)))
+
+
 def decoded_like_original(text):
-    """The response as the original's reward manager sees it: decoded with skip_special_tokens=True, which drops
-    Qwen3's special tokens (<|im_start|>, <|im_end|>, <|endoftext|>) and keeps <think>, <tool_call>, ..."""
-    return re.sub(r"<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>", "", text)
+    """The response as the original's reward manager sees it: decoded with skip_special_tokens=True
+    (verl/workers/reward_manager/dapo.py l.86), which drops Qwen3's 14 special tokens (QWEN3_SPECIAL) and keeps
+    <think>, <tool_call>, <|fim_pad|>, ... Done on the text: a model that spells `<|box_end|>` out of ordinary BPE
+    pieces keeps it in the original, and loses it here."""
+    return _SPECIAL.sub("", text)
 
 
 def strict_boxed(text):
@@ -86,9 +96,10 @@ def normalize(ans):
 
 
 def grade_math(response_text, ground_truth, mode="strict"):
-    """True when the response's final answer equals the ground truth under `mode` (one of GRADERS)."""
-    if mode == "strict":
-        return strict_boxed(response_text) == str(ground_truth)
+    """True when the response's final answer equals the ground truth under `mode` (one of GRADERS); strict compares
+    with the ground truth as the row holds it, the others with its str()."""
+    if mode == "strict":  # against the raw ground truth (math_dapo.py l.217): an int never matches, and a response
+        return strict_boxed(response_text) == ground_truth  # without a box matches a None ground truth
     if mode == "normalized":
         pred = extract_boxed(response_text)
         return pred is not None and normalize(pred) == normalize(str(ground_truth))

@@ -147,6 +147,9 @@ def test_qwen3_tokenizer_ids(qtok):
     ids = qtok.encode("<|im_start|>assistant\n<think>\nr\n</think>\n\n<tool_call>\n{}\n</tool_call><|im_end|>")
     kept = "assistant\n<think>\nr\n</think>\n\n<tool_call>\n{}\n</tool_call>"
     assert qtok.decode(ids, skip_special_tokens=True) == kept
+    # special as in Qwen3's tokenizer_config.json: the first 14 added tokens, not the FIM/repo ones
+    assert qtok.decode([151662, 151649, 151663], skip_special_tokens=True) == "<|fim_pad|><|repo_name|>"
+    assert set(qtok.all_special_tokens) == set(models.QWEN3_ADDED[:14])
 
 
 CODE = '''import numpy as np
