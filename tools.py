@@ -119,17 +119,37 @@ def paper_code(code):
     return "\n".join(lines)
 
 
+def paper_timeout(t, cap):
+    """The seconds a call's own `timeout` argument gives the run (recipe/demystify/reward.py l.61 passes it on
+    unchecked), capped at `cap` (ours; the original has no cap), or None where the original's client cannot make the
+    call (sandbox_fusion/utils.py l.115 `t + t + 10`: a str, null, list or dict raises; `requests` refuses a total
+    <= 0, NaN or one past a C timestamp) or the server times out at once (t <= 0): the model reads `no stdout here`.
+    true is 1 s (JSON true is 1 to Python and to the server's float field)."""
+    if not isinstance(t, (int, float)):
+        return None
+    try:
+        ok = t > 0 and 2 * t + 10 < 2 ** 63 / 1e9  # NaN and inf fail too
+    except OverflowError:  # an int past float range
+        return None
+    return min(float(t), cap) if ok else None
+
+
 def _paper_turn(text, execute, proto):
     """The original's hermes parsing and call (tool_parser.py, tool_agent_loop.py): calls whose JSON or name /
-    arguments keys fail are dropped; none left ends the episode; only the first max_calls run; a call the tool
-    cannot make (unknown name, arguments without a string "code") is answered with the error's text."""
+    arguments keys fail, or whose name is not a string, are dropped; none left ends the episode; only the first
+    max_calls run; a call the tool cannot make (unknown name, arguments without a string "code") is answered with
+    the error's text, uncut; a `language` other than "python" or an unusable `timeout` argument with
+    `no stdout here`."""
     if "<tool_call>" not in text or "</tool_call>" not in text:
         return None
     parsed, dropped = [], 0
     for body in re.findall(r"<tool_call>(.*?)</tool_call>", text, re.S):
         try:
             obj = json.loads(body)
-            parsed.append({"name": obj["name"], "arguments": obj["arguments"]})
+            name, args = obj["name"], obj["arguments"]
+            if not isinstance(name, str):  # tool_parser.py l.29-39, l.99: pydantic's FunctionCall(name: str)
+                raise TypeError(name)
+            parsed.append({"name": name, "arguments": args})
         except Exception:  # the original drops the call whatever went wrong (not JSON, not a dict, a missing key)
             dropped += 1
     if not parsed:
@@ -140,14 +160,31 @@ def _paper_turn(text, execute, proto):
         try:
             if c["name"] != TOOL_NAME:
                 raise KeyError(c["name"])  # the original looks the name up in its dict of tools
-            code = c["arguments"]["code"]
-            res = execute(paper_code(code), proto.timeout, echo=False)
+            args = c["arguments"]
+            code = paper_code(args["code"])  # reward.py l.46-59: the Python errors of bad arguments, in this order
+            timeout = paper_timeout(args.get("timeout", proto.timeout), proto.timeout)
+            # sandbox_fusion/utils.py l.96: a language SandboxFusion runs but not "python" (bash, cpp, ...) is
+            # answered as the client answers a server that cannot run it; the code must encode as UTF-8 (the server
+            # writes it to a file, major.py l.75)
+            if args.get("language", "python") != "python" or timeout is None or not _utf8(code):
+                status.append("error")
+                obs.append(PAPER_NO_OUTPUT)
+                continue
+            res = execute(code, timeout, echo=False)
             status.append(res.status)
             obs.append(paper_observation(res, proto.max_chars))
         except Exception as e:  # the same Python errors the original's tool raises on bad arguments
             status.append("malformed")
-            obs.append(paper_observation(PAPER_CALL_ERROR.format(e), proto.max_chars))
+            obs.append(PAPER_CALL_ERROR.format(e))  # not cut: tool_agent_loop.py l.293-297 return before l.302-310
     return {"calls": calls, "status": status, "observations": obs, "end": False}
+
+
+def _utf8(text):
+    try:
+        text.encode()
+        return True
+    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800")
+        return False
 
 
 def paper_observation(result, max_chars):

@@ -88,3 +88,129 @@ def test_b_ground_truth_as_the_row_holds_it(text, gt, want_paper, want_clean):
     assert math_score(text, gt, "clean") == pytest.approx(want_clean)
     gpqa = reward.compute_score("gpqa_diamond", text, gt, 1, 10, 4096, **reward.grading("paper"))["score"]
     assert gpqa == pytest.approx(want_paper)  # GPQA takes the same strict check (reward.py l.170-173)
+
+# -----------------------------------------------------------------------------
+# D. the call's own `timeout` argument (recipe/demystify/reward.py l.61; sandbox_fusion/utils.py l.115
+# `compile_timeout + run_timeout + API_TIMEOUT` before the try, caught at l.319; the server's run_timeout is a wall
+# clock, sandbox/runners/base.py l.85). Ours caps it at the protocol's 60 s.
+
+
+@pytest.mark.parametrize("timeout, want", [
+    (5, 5.0), (1.5, 1.5), (True, 1.0), (300, 60.0), (1e9, 60.0),  # honoured; the cap is ours
+    ("5", None), (None, None), ([5], None), ({"s": 5}, None),  # `t + t + 10` raises TypeError
+    (0, None), (-3, None), (False, None),  # the server times out at once (or requests refuses a total <= 0)
+    (1e10, None), (10 ** 400, None),  # requests: a socket timeout past a C timestamp (OverflowError)
+])
+def test_d_timeout_argument(timeout, want):
+    rec = Recorder()
+    r = paper(turn(call(code="print(1)", timeout=timeout)), rec)
+    if want is None:
+        assert r["observations"] == ["no stdout here"] and rec.calls == [] and not r["end"]
+    else:
+        assert rec.calls == [("print(1)", want)] and r["observations"] == ["ran 1\n"]
+    rec = Recorder()  # clean ignores it
+    tools.tool_turn(turn(call(code="print(1)", timeout=timeout)), rec, CLEAN)
+    assert rec.calls == [("print(1)", 10.0)]
+
+
+def test_d_non_finite_timeouts():
+    for body in ('{"name": "code_interpreter", "arguments": {"code": "1", "timeout": NaN}}',
+                 '{"name": "code_interpreter", "arguments": {"code": "1", "timeout": Infinity}}'):
+        assert paper(turn(body))["observations"] == ["no stdout here"]
+
+
+def test_d_timeout_ends_a_slow_run():
+    r = paper(turn(call(code="import time\ntime.sleep(2)\nprint('ok')", timeout=1)), executor())
+    assert r["observations"] == ["no stdout here"] and r["status"] == ["timeout"]
+    r = paper(turn(call(code="import time\ntime.sleep(2)\nprint('ok')", timeout=5)), executor())
+    assert r["observations"] == ["ok\n"]
+    r = tools.tool_turn(turn(call(code="import time\ntime.sleep(2)\nprint('ok')", timeout=1)), executor(), CLEAN)
+    assert r["observations"] == ["ok"]
+
+
+def executor():
+    import sandbox
+    return sandbox.make_executor(None)
+
+# -----------------------------------------------------------------------------
+# E. the call's `language` argument (recipe/demystify/reward.py l.62; sandbox_fusion/utils.py l.96-99 refuse one not
+# in SUPPORTED_LANGUAGES, l.34-64). Ours runs "python" only: any other language, including the 28 others a
+# SandboxFusion server would run, is answered as the client answers a server that cannot run it.
+
+
+@pytest.mark.parametrize("language, ran", [
+    ("python", True), ("python3", False), ("javascript", False), ("Python", False), (["python"], False),
+    (None, False), ("bash", False), ("cpp", False)])
+def test_e_language_argument(language, ran):
+    rec = Recorder()
+    r = paper(turn(call(code="print(1)", language=language)), rec)
+    assert (rec.calls == [("print(1)", 60.0)]) is ran
+    assert r["observations"] == (["ran 1\n"] if ran else ["no stdout here"])
+    rec = Recorder()
+    tools.tool_turn(turn(call(code="print(1)", language=language)), rec, CLEAN)
+    assert len(rec.calls) == 1  # clean ignores it
+
+
+def test_e_language_is_checked_after_the_code_and_with_the_timeout():
+    r = paper(turn(call(code="print(1)", language="python3", timeout="x")))
+    assert r["observations"] == ["no stdout here"]
+    r = paper(turn(call(code=5, language="python3")))  # reward.py l.47's regex fails before the language is read
+    assert r["observations"] == ["Error when executing tool: expected string or bytes-like object, got 'int'"]
+    r = paper(turn(call(code="print(1)", language="python", timeout=2)), rec := Recorder())
+    assert rec.calls == [("print(1)", 2.0)]
+
+# -----------------------------------------------------------------------------
+# H. a call whose name is not a string is dropped (verl/experimental/agent_loop/tool_parser.py l.29-39 FunctionCall
+# has `name: str`, l.98-101 drop any call that fails; tool_agent_loop.py l.158-160 end the episode when none is left,
+# l.164 run the first max_parallel_calls of what is left)
+
+
+@pytest.mark.parametrize("name", [123, None, True, ["code_interpreter"], {"a": 1}, 1.5])
+def test_h_name_not_a_string_is_dropped(name):
+    bad = json.dumps({"name": name, "arguments": {"code": "print(1)"}})
+    r = paper(turn(bad))
+    assert r["end"] and r["observations"] == [] and r["status"] == ["malformed"]
+    rec = Recorder()
+    r = paper(turn(bad, call(code="print(1)")), rec)  # a valid call after it runs
+    assert not r["end"] and r["observations"] == ["ran 1\n"] and rec.calls == [("print(1)", 60.0)]
+    r = tools.tool_turn(turn(bad), Recorder(), CLEAN)  # clean: an error reply, the episode goes on
+    assert not r["end"] and r["observations"][0].startswith("Error: unknown tool")
+
+
+@pytest.mark.parametrize("arguments, reply", [
+    ([1], "list indices must be integers or slices, not str"),
+    (None, "'NoneType' object is not subscriptable"),
+    (3, "'int' object is not subscriptable"),
+    (True, "'bool' object is not subscriptable"),
+    (json.dumps({"code": "print(1)"}), "string indices must be integers, not 'str'"),  # a JSON string
+    ({}, "'code'"),
+    ({"src": "1"}, "'code'"),
+    ({"code": None}, "expected string or bytes-like object, got 'NoneType'"),
+    ({"code": ["print(1)"]}, "expected string or bytes-like object, got 'list'"),
+])
+def test_h_arguments_the_tool_cannot_use(arguments, reply):
+    """tool_agent_loop.py l.293-297 answer `Error when executing tool: {e}` (reward.py l.46-47 raise these)."""
+    r = paper(turn(json.dumps({"name": "code_interpreter", "arguments": arguments})))
+    assert r["observations"] == ["Error when executing tool: " + reply] and r["status"] == ["malformed"]
+
+
+def test_h_error_replies_are_not_cut():
+    """tool_agent_loop.py l.293-297 return before the 256-character cut of l.302-310."""
+    r = paper(turn(json.dumps({"name": "x" * 300, "arguments": {"code": "1"}})))
+    assert r["observations"] == ["Error when executing tool: '" + "x" * 300 + "'"]
+
+
+@pytest.mark.parametrize("body, want", [
+    ('{"name": "code_interpreter", "arguments": {"code": "print(1)"}, "extra": [1]}', "ran 1\n"),  # ignored
+    ('{"name": "python", "name": "code_interpreter", "arguments": {"code": "1"}}', "ran 1\n"),  # last wins
+    ('\n\n  {"name": "code_interpreter", "arguments": {"code": "1", "other": 2}}  \n', "ran 1\n"),
+    ('{"name": "code_interpreter", "arguments": {"code": ""}}', "ran 1\n"),  # runs an empty program
+    ('{"name": "code_interpreter", "arguments": {"code": "\\ud800"}}', "no stdout here"),  # the server cannot
+])
+def test_h_other_fields_a_model_controls(body, want):  # write it to a file (SandboxFusion major.py l.75)
+    assert paper(turn(body))["observations"] == [want]
+
+
+def test_h_empty_code_replies_empty():
+    """An empty program prints nothing: the reply is "" (tool_agent_loop.py l.195 `text or ""`)."""
+    assert paper(turn(call(code="\n\n")), run_plain)["observations"] == [""]
