@@ -99,13 +99,30 @@ def paper_problems(rows, where, default_source=""):
     if len(mixed) > 1:
         print(f"data: {where} mixes data sources {mixed}; as in the original, the first row's ({first}) picks the "
               "prompt for every row")
+    filled = _as_one_arrow_table(rows, where) if fn is _lcb else None
     out = []
     for i, row in enumerate(rows):
         msgs, gt, extra = fn(row, first)
+        if filled:
+            gt, extra = filled[i]
+        index = extra.get("index")
         out.append({"prompt_messages": msgs, "ground_truth": gt, "tools": tools.TOOLS, "extra_info": extra,
                     "source": first if fn is _aime else row.get("data_source", first),
-                    "id": str(extra.get("index", f"{os.path.basename(where)}-{i}"))})
+                    "id": str(index) if index is not None else f"{os.path.basename(where)}-{i}"})
     return out
+
+
+def _as_one_arrow_table(rows, where):
+    """(ground truth, extra_info) per LiveCodeBench row as the original's pipeline holds them: map_lcb json.loads
+    both (recipe/demystify/reward.py l.144, l.146) and datasets.map (l.93) stores the dicts as one Arrow struct column
+    for the file, so a key that only some rows have (nested ones too) is None in the others, e.g. `fn_name: None` on
+    every stdin problem once one problem has a fn_name (reward.grade_code: the original then scores them -1)."""
+    import pyarrow as pa
+    try:
+        rms, extras = (pa.array([_json(r.get(k)) for r in rows]).to_pylist() for k in ("reward_model", "extra_info"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # datasets would fail the same way
+        raise SystemExit(f"data: {where}: reward_model / extra_info do not make one Arrow column: {e}") from None
+    return [(rm["ground_truth"], extra or {}) for rm, extra in zip(rms, extras)]
 
 # -----------------------------------------------------------------------------
 # The paper's datasets, in their Hub layouts: a Hub id, a local copy of the repo, or one file

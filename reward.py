@@ -207,18 +207,28 @@ def _test_cases(tests):
 def grade_code(response_text, tests, run=None, mode="strict", timeout=CODE_TIMEOUT):
     """-> (score, acc, code): score is the fraction of test cases passed (stdout compared after stripping trailing
     newlines, exit status 0), -1.0 when there is no parsable program or no test case; acc when all pass. Tests with
-    more inputs than outputs or fewer score 0 under "strict" (as the original: every case fails), else -1.0.
+    more inputs than outputs or fewer score 0 under "strict" (as the original: every case fails), else -1.0. Under
+    "strict" a dict ground truth with a `fn_name` key (None too) scores -1 unless the code holds "class Solution".
     `run(code, timeout, echo=False)` is an executor (sandbox.make_executor; its memory limit applies, the original's
     was 1024 MB); the cases run concurrently."""
     code = extract_code(response_text, mode)
     if code is None:
         return -1.0, False, None
+    as_dict = mode == "strict" and not isinstance(tests, str)
     try:
         ast.parse(code)
+        if as_dict and ("import_prefix" in str(tests) or "fn_name" in str(tests) and "class Solution" not in code):
+            # code_math.py l.196 str()s a dict (the LiveCodeBench eval hands one, reward.py l.144) and tests
+            # substrings of its repr; l.274-277 give the repr back as a string, l.285 (l.211) index it: a TypeError
+            # that l.316 (l.254) score -1, whatever the code
+            return -1.0, False, code
         ins, outs, has_fn, fn = _test_cases(tests)
     except (SyntaxError, ValueError, KeyError, TypeError, MemoryError, RecursionError):
         return -1.0, False, code
-    if has_fn and "class Solution" not in code:  # the original checks the key, even when its value is empty
+    # the original moves a top-level function into class Solution when the key is there, even with an empty value;
+    # not a dict that got here (check_correctness literal_evals its repr and runs it as it is), nor under clean: the
+    # harness finds a top-level function first (moved, `def add` would resolve to the star-imported operator.add)
+    if has_fn and not as_dict and mode == "strict" and "class Solution" not in code:
         code = as_class_method(code, fn)
         if code is None:
             return -1.0, False, None

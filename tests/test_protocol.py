@@ -335,8 +335,8 @@ TWO = {"inputs": ["3\n", "5\n"], "outputs": ["6\n", "11\n"]}
     (py("def f(:"), TWO, "strict", (-1.0, False)),
     (py("class Solution:\n    def add(self, a, b):\n        return a + b"),
      {"inputs": ["1\n2", "[1]\n[2]"], "outputs": ["3", "[1, 2]"], "fn_name": "add"}, "strict", (1.0, True)),
-    (py("def add(a, b):\n    return a + b"), {"inputs": ["1\n2"], "outputs": ["3"], "fn_name": "add"}, "strict",
-     (1.0, True)),  # moved into class Solution
+    (py("def add(a, b):\n    return a + b"), json.dumps({"inputs": ["1\n2"], "outputs": ["3"], "fn_name": "add"}),
+     "strict", (1.0, True)),  # a JSON string: moved into class Solution (a dict: tests/test_protocol_round2.py, F)
     (py("n = int(input())\nprint(2 * n)"), json.dumps({"inputs": "['3\\n']", "outputs": "['6']"}), "strict",
      (1.0, True)),  # a JSON string holding Python literals
     (py("print(6)"), {"inputs": ["3\n", "5\n"], "outputs": ["6"]}, "strict", (0.0, False)),  # count mismatch: every

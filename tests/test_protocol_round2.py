@@ -6,8 +6,11 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+import data
 import reward
 import tools
 from sandbox import ExecResult
@@ -214,3 +217,93 @@ def test_h_other_fields_a_model_controls(body, want):  # write it to a file (San
 def test_h_empty_code_replies_empty():
     """An empty program prints nothing: the reply is "" (tool_agent_loop.py l.195 `text or ""`)."""
     assert paper(turn(call(code="\n\n")), run_plain)["observations"] == [""]
+
+# -----------------------------------------------------------------------------
+# F. a LeetCode-style ground truth handed as a dict (recipe/demystify/reward.py l.144 map_lcb json.loads it):
+# verl/utils/reward_score/livecodebench/code_math.py l.196 str()s it, l.274-277 give the repr back as a string,
+# l.284 tests the substring "fn_name", l.285 indexes the string (TypeError), l.316 scores -1
+
+
+def py(code):
+    return f"<think>\nplan\n</think>\n\nFinal:\n```python\n{code}\n```"
+
+
+ADD_FN = {"inputs": ["1\n2"], "outputs": ["3"], "fn_name": "add"}
+DEF_ADD = "def add(a, b):\n    return a + b"
+CLASS_ADD = "class Solution:\n    def add(self, a, b):\n        return a + b"
+STDIN = "a, b = map(int, input().split())\nprint(a + b)"
+
+
+@pytest.mark.parametrize("code, tests, paper_want, clean_want", [
+    (DEF_ADD, ADD_FN, (-1.0, False), (1.0, True)),  # right, and -1 in the original
+    (DEF_ADD, json.dumps(ADD_FN), (1.0, True), (1.0, True)),  # as a JSON string: moved into class Solution
+    (CLASS_ADD, ADD_FN, (1.0, True), (1.0, True)),
+    ("# class Solution\n" + DEF_ADD, ADD_FN, (1.0, True), (1.0, True)),  # no conversion; the wrapper finds add
+    (DEF_ADD.replace("+", "-"), ADD_FN, (-1.0, False), (0.0, False)),  # wrong: -1 all the same
+    # a JSON string: moved into class Solution, and `add` is then operator.add of the wrapper's star imports
+    # (sandbox_fusion/utils.py l.197-254: globals first), so a wrong `add` passes in the original
+    (DEF_ADD.replace("+", "-"), json.dumps(ADD_FN), (1.0, True), (0.0, False)),
+    (STDIN, {"inputs": ["1 2\n"], "outputs": ["3\n"]}, (1.0, True), (1.0, True)),  # no fn_name: graded
+    ("print(6)", {"inputs": ["3\n"], "outputs": ["6"], "note": "see fn_name"}, (-1.0, False), (1.0, True)),  # repr
+    ("print(6)", {"inputs": ["3\n"], "outputs": ["6"], "import_prefix": ""}, (-1.0, False), (1.0, True)),  # l.197
+])
+def test_f_dict_ground_truth(code, tests, paper_want, clean_want):
+    assert reward.grade_code(py(code), tests, run=run_plain, mode="strict")[:2] == paper_want
+    assert reward.grade_code(py(code), tests, run=run_plain, mode="normalized")[:2] == clean_want
+
+
+def test_f_the_reward_the_original_gives():
+    kw = dict(run=run_plain, **reward.grading("paper"))
+    assert reward.compute_score("LiveCodeBench_v6", py(DEF_ADD), ADD_FN, 1, 10, 4096, **kw)["score"] == \
+        pytest.approx(-1.1)  # reward.py l.175-177 shape the -1
+    assert reward.compute_score("LiveCodeBench_v6", py(CLASS_ADD), ADD_FN, 1, 10, 4096, **kw)["score"] == 1.0
+
+# -----------------------------------------------------------------------------
+# G. datasets.map (recipe/demystify/reward.py l.81, l.93) stores map_lcb's dicts as one Arrow struct column: a key
+# only some rows have is None in the others, so with F every stdin answer scores -1 once one row has a fn_name
+
+
+def lcb_file(path, gts, extras=None):
+    rows = [{"problem": f"P{i}", "data_source": "LiveCodeBench_v6", "ability": "code",
+             "reward_model": json.dumps({"ground_truth": gt, "style": "rule"}),
+             "extra_info": json.dumps(extras[i] if extras else {"index": i})} for i, gt in enumerate(gts)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+STDIN_GT = {"inputs": ["1 2\n"], "outputs": ["3\n"]}
+
+
+def test_g_keys_filled_as_arrow_does(tmp_path):
+    f = lcb_file(tmp_path / "lcb.parquet", [STDIN_GT, ADD_FN, STDIN_GT],
+                 [{"index": 0}, {"index": 1, "difficulty": "easy"}, {}])
+    probs = data.load_eval_data("livecodebench", f)
+    gt = probs[0]["ground_truth"]
+    assert gt == {"inputs": ["1 2\n"], "outputs": ["3\n"], "fn_name": None} and list(gt) == ["inputs", "outputs",
+                                                                                          "fn_name"]
+    assert probs[1]["ground_truth"] == ADD_FN
+    assert probs[0]["extra_info"] == {"index": 0, "difficulty": None}
+    assert [p["id"] for p in probs] == ["0", "1", "lcb.parquet-2"]  # a filled index of None is no id
+    assert "Input:['1 2\\n']\nOutput:\n['3\\n']" in probs[0]["prompt_messages"][0]["content"]
+    answer = py("a,b=map(int,input().split())\nprint(a+b)")
+    assert reward.grade_code(answer, gt, run=run_plain, mode="strict")[:2] == (-1.0, False)
+    assert reward.compute_score("LiveCodeBench_v6", answer, gt, 1, 10, 4096, run=run_plain,
+                                **reward.grading("paper"))["score"] == pytest.approx(-1.1)
+    assert reward.grade_code(answer, gt, run=run_plain, mode="normalized")[:2] == (1.0, True)
+    commented = py("# class Solution\na,b=map(int,input().split())\nprint(a+b)")
+    assert reward.grade_code(commented, gt, run=run_plain, mode="strict")[:2] == (1.0, True)
+
+
+def test_g_no_key_added_where_no_row_has_it(tmp_path):
+    f = lcb_file(tmp_path / "lcb.parquet", [STDIN_GT, {"inputs": ["5 5\n"], "outputs": ["10\n"]}])
+    probs = data.load_eval_data("livecodebench", f)
+    assert [p["ground_truth"] for p in probs] == [STDIN_GT, {"inputs": ["5 5\n"], "outputs": ["10\n"]}]
+    answer = py("a,b=map(int,input().split())\nprint(a+b)")
+    assert reward.grade_code(answer, probs[0]["ground_truth"], run=run_plain, mode="strict")[:2] == (1.0, True)
+
+
+def test_g_rows_that_are_not_one_table_fail_with_the_file(tmp_path):
+    f = lcb_file(tmp_path / "lcb.parquet", [STDIN_GT, {"inputs": [[1]], "outputs": ["2"]}])
+    with pytest.raises(SystemExit, match="lcb.parquet"):
+        data.load_eval_data("livecodebench", f)
