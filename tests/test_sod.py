@@ -138,6 +138,12 @@ def test_resume_reproduces_next_step_from_a_run_directory(tmp_path):
     assert [r["step"] for r in split] == [1, 2]
     for k in ("loss", "reward", "clip_frac", "w_mean", "d_mean"):
         assert split[1][k] == full[1][k], k
+    # step 2's prompts and sampled episodes (data cursor, torch RNG) and its two AdamW updates (moments two updates
+    # in, lr 1e-3) are the uninterrupted run's, to the last bit
+    samples = [open(tmp_path / run / "samples" / "step_000002.jsonl").read() for run in ("full", "split")]
+    assert samples[0] == samples[1]
+    a, b = (load_weights(tmp_path / run / "step_000002" / "model") for run in ("full", "split"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
     # a run directory as the student: the engine is handed its latest checkpoint's model directory
     _, log = run_sod(tmp_path / "from_run", "--max_steps", "1", "--student", str(tmp_path / "full"))
     assert f"scripted engine: model path {tmp_path / 'full' / 'step_000002' / 'model'}\n" in log
