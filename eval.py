@@ -35,7 +35,7 @@ import report
 import reward
 import rollout
 import sandbox
-import tools
+from tools import protocol_of, tool_protocol
 
 BENCHES = ("aime24", "aime25", "gpqa_diamond", "livecodebench", "toy")
 
@@ -222,7 +222,7 @@ def evaluate(engine, tokenizer, problems, k, *, temperature=1.0, top_p=0.6, max_
     import torch
     from tqdm import tqdm
 
-    tools = tools or tools.tool_protocol("paper")
+    tools = tools or tool_protocol("paper")
     knobs = dict(meta or {}, protocol=tools.name, tools=vars(tools), grader=grader, shaping=shaping,
                  overlong_buffer=overlong_buffer, temperature=temperature, top_p=top_p,
                  max_response_len=max_response_len, max_turns=max_turns, rollout_mode=mode, seed=seed)
@@ -346,7 +346,7 @@ def main(argv=None):
     if cfg.overlong_buffer < 0:
         cfg.overlong_buffer = 4096 if cfg.bench == "livecodebench" else 1024
     common.print_config(cfg)
-    proto = tools.protocol_of(cfg)
+    proto = protocol_of(cfg)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)
     path = models.resolve_model_path(cfg.model)

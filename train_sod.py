@@ -113,7 +113,7 @@ def load_problems(spec, tok, max_prompt_len, limit=0, seed=0, bench=False):
         probs = toy.toy_problems(2048, seed=seed) if spec == "toy" else data.load_rl_data(spec)
     if limit:
         probs = probs[:limit]
-    template = lambda p, tools: tok.apply_chat_template(p["prompt_messages"], tools=tools, add_generation_prompt=True,
+    template = lambda p, schema: tok.apply_chat_template(p["prompt_messages"], tools=schema, add_generation_prompt=True,
                                                         tokenize=True, return_dict=False)
     kept = [p for p in probs if len(template(p, None)) <= max_prompt_len]
     for p in kept:

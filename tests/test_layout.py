@@ -57,3 +57,23 @@ def test_line_budgets():
     over = {m: n for m in top_level_modules()
             if (n := sum(1 for _ in open(os.path.join(ROOT, m + ".py")))) > (600 if m == "sandbox" else 500)}
     assert not over, f"files over their line budget (500; sandbox.py 600): {over}"
+
+
+def test_no_local_name_shadows_a_project_module():
+    """A parameter or local named like an imported module (`tools`, `models`, ...) hides it in that function: a
+    `tools.TOOLS` there reads an attribute of the argument, which only fails when that line runs."""
+    mods = set(top_level_modules())
+    files = [os.path.join(ROOT, m + ".py") for m in mods] + [
+        os.path.join(ROOT, d, f) for d in ("tests", "bench") for f in os.listdir(os.path.join(ROOT, d))
+        if f.endswith(".py")]
+    bad = []
+    for path in files:
+        tree = ast.parse(open(path).read())
+        imported = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} & mods
+        for f in ast.walk(tree):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                names = {a.arg for a in f.args.args + f.args.kwonlyargs}
+                names |= {n.id for n in ast.walk(f) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+                bad += [f"{os.path.relpath(path, ROOT)}:{f.lineno} {sorted(names & imported)}"] if names & imported \
+                    else []
+    assert not bad, f"local names that shadow an imported project module: {bad}"

@@ -88,8 +88,8 @@ CASES = {  # name: (messages, use tools, add_generation_prompt, enable_thinking)
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_template_matches_qwen3(toy_tok, name):
-    msgs, tools, gen, thinking = CASES[name]
-    kw = dict(tools=tools.TOOLS if tools else None, add_generation_prompt=gen, tokenize=False)
+    msgs, with_tools, gen, thinking = CASES[name]
+    kw = dict(tools=tools.TOOLS if with_tools else None, add_generation_prompt=gen, tokenize=False)
     if thinking is not None:
         kw["enable_thinking"] = thinking
     ours = toy_tok.apply_chat_template(msgs, **kw)
