@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_CHARS, HARD_OUTPUT_BYTES = 4096, 4 << 20  # per stream, what the model sees; more is a flood, killed at once
@@ -41,10 +41,9 @@ PRELOAD = ("math", "cmath", "fractions", "decimal", "itertools", "functools", "c
            "random", "re", "string", "statistics", "json", "datetime", "numpy")  # imported once, shared
 HEAVY = ("sympy", "mpmath")  # in a second server: sympy doubles one (26 -> 61 MB), paid at each call's fork and exit
 HEAVY_USE = re.compile(r"\b(?:" + "|".join(HEAVY) + r")\b")
-WARM = 4  # sandboxes kept forked and waiting: a call finds one ready
 HOST_UID = 200000  # a root caller's sandboxes run as this host uid; the fallback as root: one above it per call
 CODE_UID = 1000  # the code's uid inside its own user namespace (not root: no capabilities)
-NPROC, FSIZE_MB, NOFILE, SCRATCH_MB = 64, 16, 256, 64
+WARM, NPROC, FSIZE_MB, NOFILE, SCRATCH_MB = 4, 64, 16, 256, 64  # WARM: sandboxes forked and waiting for a call
 MEMORY_EXIT, SCRIPT = 99, "<code>"  # the code's exit code after a MemoryError; its file name in tracebacks
 SANDBOX_ENV = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp",
                "TMPDIR": "/tmp", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -63,6 +62,7 @@ class ExecResult:
     stdout: str
     stderr: str
     elapsed_s: float
+    raw: tuple = field(default=(), repr=False)  # our pool's (stdout, stderr) bytes as read, before decoding and cut
 
 
 def truncate(text, max_chars=MAX_CHARS):
@@ -469,7 +469,7 @@ class Pool:
             status, note = "ok" if code == 0 else "memory" if code == MEMORY_EXIT else "error", ""
         stdout, stderr = (truncate(out[fd].decode(errors="replace"), req["max_chars"]) for fd in (out_r, err_r))
         return ExecResult(status, stdout, stderr + (f"[sandbox: {note}]\n" if note else ""),
-                          round(reply.get("elapsed", 0.0), 6))
+                          round(reply.get("elapsed", 0.0), 6), (bytes(out[out_r]), bytes(out[err_r])))
 
 
 _POOL, _HEAVY_POOL = Pool(), Pool(PRELOAD + HEAVY)  # the second starts on the first call that names sympy

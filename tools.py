@@ -7,6 +7,7 @@ default). Nothing here runs code itself: `tool_turn` takes a sandbox executor (s
 """
 
 import json
+import random
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -172,7 +173,7 @@ def _paper_turn(text, execute, proto):
                 continue
             res = execute(code, timeout, echo=False)
             status.append(res.status)
-            obs.append(paper_observation(res, proto.max_chars))
+            obs.append(paper_observation(res, proto.max_chars, code))
         except Exception as e:  # the same Python errors the original's tool raises on bad arguments
             status.append("malformed")
             obs.append(PAPER_CALL_ERROR.format(e))  # not cut: tool_agent_loop.py l.293-297 return before l.302-310
@@ -187,15 +188,54 @@ def _utf8(text):
         return False
 
 
-def paper_observation(result, max_chars):
-    """The text the model reads back for one call under "paper": stdout + stderr of a program that ran to its end,
-    the fixed text otherwise (`result` is a sandbox ExecResult, or the reply text itself), middle cut to max_chars."""
+def paper_observation(result, max_chars, code=None):
+    """The text the model reads back for one call under "paper" (`result` is a sandbox ExecResult, or the reply
+    text itself), middle cut to max_chars: stdout + stderr of a program that ran to its end as SandboxFusion returns
+    them (paper_streams), the fixed text otherwise (verl/tools/sandbox_fusion_tools.py l.184-189)."""
     text = result if isinstance(result, str) else \
-        result.stdout + result.stderr if result.status in ("ok", "error", "memory") else PAPER_NO_OUTPUT
+        paper_streams(result, code) if result.status in ("ok", "error", "memory") else None
+    text = PAPER_NO_OUTPUT if text is None else text
     if len(text) > max_chars:
         half = max_chars // 2
         text = text[:half] + PAPER_CUT + text[-half:]
     return text
+
+
+# SandboxFusion's runner reads a stream into asyncio's buffer until 2 x its 64 KiB limit, then stops reading: past
+# that the program never reaches EOF, and the run ends as TimeLimitExceeded (sandbox/runners/base.py l.58-92)
+PAPER_STREAM_BYTES = 131072
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile's names: "tmp" + 8 of these
+
+
+def paper_script(code):
+    """The file SandboxFusion runs the code as: a NamedTemporaryFile in a TemporaryDirectory under /tmp
+    (sandbox/runners/major.py l.72-83). Its names are random; ours are drawn from the code, so runs repeat."""
+    rnd = random.Random(code.encode(errors="surrogatepass"))
+    return "/tmp/tmp{}/tmp{}.py".format(*("".join(rnd.choices(_TEMP_CHARS, k=8)) for _ in "ab"))
+
+
+def paper_streams(result, code=None):
+    """stdout + stderr as the original reads them from SandboxFusion, which runs the code on Python 3.10 as the file
+    paper_script(code): None (the model reads `no stdout here`) when a stream exceeds PAPER_STREAM_BYTES; a stream
+    that is not UTF-8 reads `[DecodeError] {the error}` (sandbox/utils/execution.py l.32-37); tracebacks name the
+    file and have no ~^~ lines (3.11 added them). From our pool's bytes (result.raw), else from the texts."""
+    streams = []
+    for raw, text in zip(result.raw or (None, None), (result.stdout, result.stderr)):
+        raw = text.encode(errors="surrogatepass") if raw is None else raw
+        if len(raw) > PAPER_STREAM_BYTES:
+            return None
+        try:
+            streams.append(raw.decode())
+        except UnicodeDecodeError as e:
+            streams.append(f"[DecodeError] {e}")
+    out, err = streams
+    if code is not None:  # sandbox.SCRIPT -> the file; a warning's `<code>:3: UserWarning` too
+        script = paper_script(code)
+        err = re.sub(r'(?m)^(  File )"<code>"(, line \d+)|^<code>(:\d+: )',
+                     lambda m: f'{m[1]}"{script}"{m[2]}' if m[1] else script + m[3], err)
+    # a frame's position carets (3.11+; under a source line under `File ..., line N, in f`): not a SyntaxError's
+    err = re.sub(r'(?m)^(  File "[^"\n]*", line \d+, in .*\n    .*\n)[ \t]*[~^]+[ \t]*\n', r"\1", err)
+    return out + err
 
 
 def observation(call, result, max_chars):

@@ -47,12 +47,12 @@ def _tool_reply(code, protocol):
     paper = protocol == "paper"
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = sandbox._run_script(tools.paper_code(code) if paper else code, echo=not paper)
+            rc = sandbox._run_script(run := tools.paper_code(code) if paper else code, echo=not paper)
     finally:
         sys.argv = argv  # _run_script sets it for the code
     res = sandbox.ExecResult("ok" if rc == 0 else "error", out.getvalue(), err.getvalue(), 0.0)
     if paper:
-        return tools.paper_observation(res, tools.PROTOCOLS["paper"]["max_chars"])
+        return tools.paper_observation(res, tools.PROTOCOLS["paper"]["max_chars"], run)
     return tools.observation({"name": tools.TOOL_NAME, "arguments": {"code": code}}, res, 1 << 20)
 
 

@@ -3,6 +3,7 @@ the other fields a model controls). Each test names the original's file and line
 sandbox: bytedance/SandboxFusion @ 469de08) and asserts what that code computes under "paper", and the sensible
 answer under "clean" where they differ. Expected values are derived by hand from that code."""
 import json
+import re
 import subprocess
 import sys
 
@@ -307,3 +308,86 @@ def test_g_rows_that_are_not_one_table_fail_with_the_file(tmp_path):
     f = lcb_file(tmp_path / "lcb.parquet", [STDIN_GT, {"inputs": [[1]], "outputs": ["2"]}])
     with pytest.raises(SystemExit, match="lcb.parquet"):
         data.load_eval_data("livecodebench", f)
+
+# -----------------------------------------------------------------------------
+# C. SandboxFusion's runner (sandbox/runners/base.py l.58-106) waits for the process and for EOF on its pipes, and
+# its asyncio reader stops reading at 2 x 64 KiB: a stream over 131,072 bytes never ends, the run is
+# TimeLimitExceeded and the client answers `no stdout here` (verl/tools/sandbox_fusion_tools.py l.184-189); a stream
+# that is not UTF-8 reads `[DecodeError] ...` (sandbox/utils/execution.py l.32-37). Through the tool, so the last line
+# starts with print (reward.py l.52-59 would wrap it otherwise). The original answers after the timeout, ours at once.
+
+
+def sandboxed(code, proto=PAPER):
+    r = tools.tool_turn(turn(call(code=code)), executor(), proto)
+    return r["observations"][0]
+
+
+@pytest.mark.parametrize("code, want", [
+    ("import sys\nsys.stdout.write('z' * (5 << 20))\nprint('end')", "no stdout here"),  # ours: killed as a flood
+    ("print('z' * 200000)", "no stdout here"),
+    ("import sys\nsys.stdout.write('z' * 131071)\nprint()", "z" * 128 + "...(truncated)..." + "z" * 127 + "\n"),
+    ("import sys\nsys.stdout.write('z' * 131072)\nprint()", "no stdout here"),  # 131,073 bytes
+    ("import sys\nsys.stderr.write('e' * 131073)\nprint()", "no stdout here"),
+    ("print('a' * 100000); import sys; sys.stderr.write('b' * 100000)", "a" * 128 + "...(truncated)..." + "b" * 128),
+    ("print('é' * 65536)", "no stdout here"),  # bytes, not characters: 131,073
+    ("import sys\nsys.stdout.buffer.write(b'\\xff')\nprint()",
+     "[DecodeError] 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ("import sys\nsys.stdout.buffer.write(b'ok\\xe2\\x82')\nsys.stdout.flush()\nsys.stderr.write('e')\nprint(end='')",
+     "[DecodeError] 'utf-8' codec can't decode bytes in position 2-3: unexpected end of datae"),
+])
+def test_c_output_over_the_runners_buffer(code, want):
+    assert sandboxed(code) == want
+
+
+def test_c_clean_shows_the_cut_output():
+    assert sandboxed("print('z' * 200000)", CLEAN).startswith("z" * 1024)
+    assert sandboxed("import sys\nsys.stdout.buffer.write(b'\\xff')\nprint()", CLEAN) == "\ufffd"
+
+
+def test_c_executors_without_bytes():
+    """An executor that returns text only (a remote SandboxFusion, which applies these rules itself, or a test's):
+    the byte count is taken from the text."""
+    big = ExecResult("ok", "é" * 65536 + "!", "", 0.0)  # 131,073 bytes
+    assert tools.paper_observation(big, 256) == "no stdout here"
+    assert tools.paper_observation(ExecResult("ok", "é" * 65536, "", 0.0), 256) == "é" * 128 + "...(truncated)..." + \
+        "é" * 128
+
+# -----------------------------------------------------------------------------
+# I. SandboxFusion runs the code as a temporary file (sandbox/runners/major.py l.72-83: a NamedTemporaryFile, prefix
+# "tmp", in a TemporaryDirectory under /tmp, `python {f.name}`) on Python 3.10 (runtime/python/
+# install-python-runtime.sh l.13), whose tracebacks have no ~^~ lines. The names are random there; ours come from the
+# code.
+
+
+PATH = r'"/tmp/tmp[a-z0-9_]{8}/tmp[a-z0-9_]{8}\.py"'
+
+
+def test_i_traceback_names_the_file():
+    got = sandboxed("x = 1\ny = 0\nprint(x/y)")
+    assert re.fullmatch(r'Traceback \(most recent call last\):\n  File ' + PATH + r', line 3, in <module>\n'
+                        r'    print\(x/y\)\nZeroDivisionError: division by zero\n', got), got
+    assert len(got) == 148 and got == sandboxed("x = 1\ny = 0\nprint(x/y)")  # not cut; the same name again
+    assert sandboxed("x = 1\ny = 0\nprint(x/y)", CLEAN).startswith('Traceback (most recent call last):\n  File '
+                                                                    '"<code>", line 3')
+
+
+def test_i_syntax_errors_keep_their_caret():
+    got = sandboxed("print(1 +)")
+    assert re.fullmatch(r'  File ' + PATH + r', line 1\n    print\(1 \+\)\n             \^\nSyntaxError: invalid '
+                        r'syntax\n', got), got
+
+
+def test_i_every_frame_and_warnings():
+    got = sandboxed("def f(a):\n    return a[5]\nprint(f([1, 2]))")
+    frames = re.findall(r'  File ("[^"]*"), line (\d), in (\S+)\n    (.*)\n', got)
+    assert [f[1:] for f in frames] == [("3", "<module>", "print(f([1, 2]))"), ("2", "f", "return a[5]")]
+    assert len({f[0] for f in frames}) == 1 and re.fullmatch(PATH, frames[0][0])
+    assert got.endswith("IndexError: list index out of range\n") and "^" not in got and "~" not in got
+    got = sandboxed("import warnings\nwarnings.warn('w')\nprint(2)")
+    assert re.fullmatch(r'2\n' + PATH[1:-1] + r":2: UserWarning: w\n  warnings.warn\('w'\)\n", got), got
+
+
+def test_i_names_look_like_tempfiles():
+    names = {tools.paper_script(f"print({i})") for i in range(200)}
+    assert len(names) == 200 and all(re.fullmatch(PATH[1:-1], n) for n in names)
+    assert tools.paper_script("x") == tools.paper_script("x")
