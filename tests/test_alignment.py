@@ -70,9 +70,10 @@ def trained_positions(seen, ids):
 # train_sod.py: hand-built episodes prompt | turn 1 (a tool call) | tool response | turn 2 (the answer)
 
 
-def hand_rollout(log):
+def hand_rollout(log, answers=(ANSWER,)):
     """A stand-in for rollout.rollout: each episode is built from ids whose roles are known by construction; the
-    answer is right for even episodes of the call and off by one for odd ones (mixed rewards, so A_i != 0)."""
+    answer is right for even episodes of the call and off by one for odd ones (mixed rewards, so A_i != 0), written
+    as answers[j // 2 % len(answers)] for episode j."""
     def fake(engine, tok, prompt_ids_list, **kw):
         eps = []
         for j, p in enumerate(prompt_ids_list):
@@ -80,7 +81,7 @@ def hand_rollout(log):
             a, b, truth = int(a), int(b), int(a) * int(b) + int(c or 0)
             t1 = tok.encode(CALL % (a, b), add_special_tokens=False)
             obs = tools.tool_response_ids(tok, [str(a * b)], tools.tool_protocol("clean"))
-            t2 = tok.encode(ANSWER % (truth + j % 2), add_special_tokens=False)
+            t2 = tok.encode(answers[j // 2 % len(answers)] % (truth + j % 2), add_special_tokens=False)
             ep = rollout.Episode(prompt_ids=list(p), ids=list(p) + t1 + obs + t2,
                                  mask=[0] * len(p) + [1] * len(t1) + [0] * len(obs) + [1] * len(t2),
                                  sampler_logp=[0.0] * (len(p) + len(t1) + len(obs) + len(t2)), num_turns=2,
@@ -103,7 +104,9 @@ def test_sod_trainer_trains_exactly_the_sampled_tokens(tmp_path, monkeypatch, fr
     log, seen, advs, stats = [], [], [], []
     monkeypatch.setattr(rollout, "rollout", hand_rollout(log))
     small = toy.toy_problems
-    monkeypatch.setattr(toy, "toy_problems", lambda n, seed: small(8, seed))  # 8 prompts load faster than 2,048
+    # the trainer's 2,048 toy prompts: 8 load faster (other callers, the toy tokenizer's corpus among them,
+    # get theirs)
+    monkeypatch.setattr(toy, "toy_problems", lambda n, seed: small(8 if n == 2048 else n, seed))
     grad_spy(monkeypatch, seen)
     real_adv, real_stats = sod_loss.sod_advantages, sod_loss.step_stats
     monkeypatch.setattr(sod_loss, "sod_advantages", lambda *a, **k: advs.append(real_adv(*a, **k)) or advs[-1])
