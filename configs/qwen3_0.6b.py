@@ -26,6 +26,7 @@ max_response_len = 20480
 temperature = 1.0
 top_p = 1.0
 lr = 1e-6
+weight_decay = 0.01  # the original's actor AdamW (verl's default; its scripts leave it), betas 0.9/0.999
 grad_clip = 1.0
 micro_batch_tokens = 32768
 activation_checkpointing = True

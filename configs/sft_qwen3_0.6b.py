@@ -9,7 +9,7 @@ model = "Qwen/Qwen3-0.6B"
 data = "Gen-Verse/Open-AgentRL-SFT-3K"
 out_dir = "out/sft_qwen3_0.6b"
 max_length = 32768
-truncate = False
+truncate = True  # run_sft.sh: data.truncation=right (a longer conversation keeps its first max_length tokens)
 packing = True
 batch_size = 128
 micro_batch_tokens = 32768
