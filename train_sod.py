@@ -204,6 +204,30 @@ def score(model, episodes, groups, dev, chunk):
     return out
 
 
+def first_failure(episode):
+    """Index of the episode's first assistant turn with a failed tool call (any status but "ok": malformed, raised,
+    timed out, killed), or None."""
+    return next((k for k, t in enumerate(episode.turns) if any(s != "ok" for s in t["status"])), None)
+
+
+def failure_stats(episodes, stats):
+    """OPD's failure mode in numbers, as sums and counts (ranks and steps add them up): the steps after an episode's
+    first failed tool call ("after": the teacher reads an error it may never have seen) against the steps of episodes
+    without one ("clean"), each with summed d_k and w_k; the episodes with a failed call, and how many of those still
+    ended right (recovered). `stats` is sod_loss.step_stats of these episodes (steps are assistant turns)."""
+    first = [first_failure(e) for e in episodes]
+    out = dict(failed=sum(f is not None for f in first), recovered=sum(f is not None and bool(e.acc)
+                                                                      for f, e in zip(first, episodes)),
+               n_after=0, d_after=0.0, w_after=0.0, n_clean=0, d_clean=0.0, w_clean=0.0)
+    for row, turn, d, w in zip(*(stats[k].tolist() for k in ("row", "turn", "d", "w"))):
+        f = first[row]
+        side = "clean" if f is None else "after" if turn > f else None  # the failing step and those before: neither
+        if side:
+            out[f"n_{side}"], out[f"d_{side}"], out[f"w_{side}"] = (out[f"n_{side}"] + 1, out[f"d_{side}"] + d,
+                                                                    out[f"w_{side}"] + w)
+    return out
+
+
 def quantiles(x, qs=(0.1, 0.5, 0.9)):
     return [float(v) for v in np.quantile(x, qs)] if len(x) else [float("nan")] * len(qs)
 
@@ -367,6 +391,8 @@ def train(cfg, dist):
             sum(e.num_tool_calls for e in eps), sum(e.tool_errors for e in eps), sum(e.tool_timeouts for e in eps),
             sum(e.num_turns for e in eps), sum(e.response_len for e in eps), sum(e.overlong for e in eps),
             float((stats["w"] < 0.5).sum()), float(len(stats["w"]))], dtype=torch.float64)).tolist()
+        fs = failure_stats(eps, stats)
+        fs = dict(zip(fs, common.all_reduce_sum(torch.tensor(list(fs.values()), dtype=torch.float64)).tolist()))
         # each rank samples with its own engine, so a rank whose engine missed an update shows here: per rank, max
         mism_ranks = torch.zeros(dist.world_size, dtype=torch.float64)
         mism_ranks[dist.rank] = mism / max(resp, 1.0)
@@ -380,6 +406,10 @@ def train(cfg, dist):
                  d_mean=float(stats["d"].mean()) if len(stats["d"]) else 0.0, d_q=d_q,
                  w_mean=float(stats["w"].mean()) if len(stats["w"]) else 1.0, w_q=w_q,
                  grad_norm=float(np.mean(gnorms)), **{f"time/{k}": v for k, v in times.items()},
+                 **{f"fail/{k}": v for k, v in fs.items()}, fail_rate=fs["failed"] / N,  # fail/*: sums, counts
+                 recovery=fs["recovered"] / max(fs["failed"], 1), d_after=fs["d_after"] / max(fs["n_after"], 1),
+                 d_clean=fs["d_clean"] / max(fs["n_clean"], 1), w_after=fs["w_after"] / max(fs["n_after"], 1),
+                 w_clean=fs["w_clean"] / max(fs["n_clean"], 1),
                  step_time=time.time() - t_step)
         logger.log(step, m)
         if m["mismatch"] > cfg.mismatch_warn:
@@ -388,7 +418,8 @@ def train(cfg, dist):
                    "hold the trained weights")
         print0(f"step {step:5d} | reward {m['reward']:+.3f} acc {m['acc']:.3f} | loss {m['loss']:+.4f} clip "
                f"{m['clip_frac']:.3f} | d {m['d_mean']:.3f} w {m['w_mean']:.3f} (q10 {w_q[0]:.2f}) w<.5 "
-               f"{m['w_lt_half']:.3f} | tools {m['tool_calls']:.2f} err {m['tool_error_rate']:.2f} turns "
+               f"{m['w_lt_half']:.3f} | failed {m['fail_rate']:.2f} recovered {m['recovery']:.2f}, d/w after "
+               f"{m['d_after']:.3f}/{m['w_after']:.2f} clean {m['d_clean']:.3f}/{m['w_clean']:.2f} | tools {m['tool_calls']:.2f} err {m['tool_error_rate']:.2f} turns "
                f"{m['turns']:.2f} len {m['response_len']:.0f} overlong {m['overlong']:.2f} | mismatch "
                f"{m['mismatch']:.4f} | " + " ".join(f"{k} {v:.1f}s" for k, v in times.items()))
 
