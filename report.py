@@ -15,37 +15,65 @@ import numpy as np
 # Training runs: sample trajectories (JSONL + HTML), curves
 
 
-def dump(out_dir, step, eps, tok, grpo_adv, old, tea, stats):
-    """Write out_dir/samples/step_XXXXXX.{jsonl,html} for the given episodes (rank 0's first few)."""
+def dump(out_dir, step, eps, tok, grpo_adv, old, tea, stats, problems=None):
+    """Write out_dir/samples/step_XXXXXX.{jsonl,html} for the given episodes (rank 0's first few); `problems[i]` is
+    episode i's problem (its question and ground truth head the episode)."""
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
     rows = []
     for i in range(len(eps)):
         steps = stats["row"] == i
+        p = problems[i] if problems else {}
         rows.append((float(grpo_adv[i]), {"o": (tea[i] - old[i]).tolist(), "d": stats["d"][steps].tolist(),
-                                          "w": stats["w"][steps].tolist()}))
+                                          "w": stats["w"][steps].tolist(), "ground_truth": p.get("ground_truth"),
+                                          "question": p.get("question") or _question(p)}))
     base = os.path.join(out_dir, "samples", f"step_{step:06d}")
     with open(base + ".jsonl", "w") as f:
         for e, (a, st) in zip(eps, rows):
-            f.write(json.dumps({"step": step, "score": e.score, "acc": bool(e.acc), "pred": e.pred, "advantage": a,
+            f.write(json.dumps({"step": step, "question": st["question"], "ground_truth": st["ground_truth"],
+                                "score": e.score, "acc": bool(e.acc), "pred": e.pred, "advantage": a,
                                 "num_turns": e.num_turns, "num_tool_calls": e.num_tool_calls, "finish": e.finish,
-                                "text": e.response_text, "turns": e.turns, "d": st["d"], "w": st["w"]}) + "\n")
+                                "first_failure": _first_failure(e), "text": e.response_text, "turns": e.turns,
+                                "d": st["d"], "w": st["w"]}, default=str) + "\n")
     with open(base + ".html", "w") as f:
         f.write(html_page(step, eps, tok, rows))
 
 
+def _question(problem):
+    msgs = problem.get("prompt_messages") or [{}]
+    return msgs[-1].get("content")
+
+
+def _first_failure(ep):
+    """The first assistant turn whose tool call failed (any status but "ok"), or None (train_sod.first_failure)."""
+    return next((k for k, t in enumerate(ep.turns) if any(s != "ok" for s in t.get("status", []))), None)
+
+
 def html_page(step, episodes, tok, rows):
-    """A self-contained page: each token coloured by τ − s (red: the teacher finds it unlikely), each assistant
-    step boxed with its d_k and w_k, tool outputs in grey, reward on top."""
+    """A self-contained page: per episode its question and ground truth, each token coloured by τ − s (red: the
+    teacher finds it unlikely), each assistant step boxed with its d_k and w_k, tool outputs in grey; a failed tool
+    call's output is red and the steps after it are boxed in orange, their d_k / w_k in bold (OPD's failure mode:
+    the teacher scores steps that follow an error it may never have seen; SOD's w_k < 1 turns them down)."""
     style = ("body{font:13px monospace;max-width:1100px;margin:auto} span{white-space:pre-wrap} .c{color:#888}"
              ".s{border:1px solid #36c;margin:3px 0;padding:3px;border-radius:4px} .l{color:#36c;font-size:11px}"
-             ".ep{border-top:3px solid #000;margin-top:18px}")
+             ".a{border:2px solid #e80} .a .l{color:#c60;font-weight:bold} .f{color:#c00;background:#fee}"
+             ".ep{border-top:3px solid #000;margin-top:18px} .q{background:#eef;padding:3px}")
     parts = [f"<html><head><meta charset='utf-8'><title>step {step}</title><style>{style}</style></head><body>"
              f"<h2>step {step}</h2><p>token colour: τ−s (teacher minus student log-prob of the sampled token); red: "
-             "the teacher finds the token unlikely. Grey: prompt and tool output (not trained).</p>"]
+             "the teacher finds the token unlikely. Grey: tool output (not trained); <span class='f'>red: a failed "
+             "tool call's output</span>; orange boxes: the steps after an episode's first failed call, where the "
+             "teacher reads an error (d_k: the step's mean |τ−s|; w_k: SOD's step weight, below 1 when the step "
+             "drifted further from the teacher than the first).</p>"]
     for ep, (adv, st) in zip(episodes, rows):
-        parts.append(f"<div class='ep'><b>score {ep.score:+.2f} acc {int(bool(ep.acc))} pred "
-                     f"{html.escape(str(ep.pred))}</b> · turns {ep.num_turns} · tool calls {ep.num_tool_calls} · "
-                     f"errors {ep.tool_errors} · finish {ep.finish} · advantage {adv:+.3f}</div>")
+        first = _first_failure(ep)
+        after = [(d, w) for k, (d, w) in enumerate(zip(st["d"], st["w"])) if first is not None and k > first]
+        md, mw = (sum(x[j] for x in after) / max(len(after), 1) for j in (0, 1))
+        note = "no failed tool call" if first is None else (
+            f"first failed call in step {first + 1}; {len(after)} step(s) after it, mean d {md:.3f}, mean w {mw:.3f}")
+        parts.append(f"<div class='ep'><div class='q'>{html.escape(str(st.get('question')))} · ground truth "
+                     f"<b>{html.escape(str(st.get('ground_truth')))}</b></div><b>score {ep.score:+.2f} acc "
+                     f"{int(bool(ep.acc))} pred {html.escape(str(ep.pred))}</b> · turns {ep.num_turns} · tool calls "
+                     f"{ep.num_tool_calls} · errors {ep.tool_errors} · finish {ep.finish} · advantage {adv:+.3f} · "
+                     f"{note}</div>")
         o = st["o"]
         t, k, n = len(ep.prompt_ids), 0, len(ep.ids)
         while t < n:
@@ -62,11 +90,14 @@ def html_page(step, episodes, tok, rows):
                     spans.append(f"<span style='background:rgba({rgb})' title='τ−s={v:+.3f}'>"
                                  f"{html.escape(tok.decode([ep.ids[j]]))}</span>")
                 d, w = (st["d"][k], st["w"][k]) if k < len(st["d"]) else (float("nan"), float("nan"))
-                parts.append(f"<div class='s'><div class='l'>step {k + 1}: d={d:.4f} w={w:.3f}</div>{''.join(spans)}"
-                             "</div>")
+                tag = " (after a failed call)" if first is not None and k > first else ""
+                parts.append(f"<div class='s{' a' if tag else ''}'><div class='l'>step {k + 1}{tag}: d={d:.4f} "
+                             f"w={w:.3f}</div>{''.join(spans)}</div>")
                 k += 1
             else:
-                parts.append(f"<div class='c'><span>{html.escape(tok.decode(ep.ids[t:e]))}</span></div>")
+                failed = 0 < k <= len(ep.turns) and any(s != "ok" for s in ep.turns[k - 1].get("status", []))
+                parts.append(f"<div class='{'c f' if failed else 'c'}'><span>{html.escape(tok.decode(ep.ids[t:e]))}"
+                             "</span></div>")
             t = e
     return "\n".join(parts + ["</body></html>"])
 

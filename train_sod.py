@@ -419,14 +419,16 @@ def train(cfg, dist):
         print0(f"step {step:5d} | reward {m['reward']:+.3f} acc {m['acc']:.3f} | loss {m['loss']:+.4f} clip "
                f"{m['clip_frac']:.3f} | d {m['d_mean']:.3f} w {m['w_mean']:.3f} (q10 {w_q[0]:.2f}) w<.5 "
                f"{m['w_lt_half']:.3f} | failed {m['fail_rate']:.2f} recovered {m['recovery']:.2f}, d/w after "
-               f"{m['d_after']:.3f}/{m['w_after']:.2f} clean {m['d_clean']:.3f}/{m['w_clean']:.2f} | tools {m['tool_calls']:.2f} err {m['tool_error_rate']:.2f} turns "
+               f"{m['d_after']:.3f}/{m['w_after']:.2f} clean {m['d_clean']:.3f}/{m['w_clean']:.2f} | tools "
+               f"{m['tool_calls']:.2f} err {m['tool_error_rate']:.2f} turns "
                f"{m['turns']:.2f} len {m['response_len']:.0f} overlong {m['overlong']:.2f} | mismatch "
                f"{m['mismatch']:.4f} | " + " ".join(f"{k} {v:.1f}s" for k, v in times.items()))
 
         # ---- trajectory dump (rank 0's episodes): JSONL for analysis, HTML for reading
         if dist.is_main and cfg.dump_every and (step % cfg.dump_every == 0 or step == 1):
             report.dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok,
-                        sod_loss.grpo_advantages(rewards, cfg.group_size), old, tea, stats)
+                        sod_loss.grpo_advantages(rewards, cfg.group_size), old, tea, stats,
+                        [batch[i // cfg.group_size] for i in range(min(cfg.dump_episodes, len(eps)))])
 
         # ---- checkpoint
         if (cfg.save_every and step % cfg.save_every == 0) or step == max_steps:
