@@ -58,3 +58,28 @@ def test_failure_stats_on_hand_made_episodes():
         assert got[f"d_{side}"] == pytest.approx(want["d"], abs=1e-5)
         assert got[f"w_{side}"] == pytest.approx(want["w"], abs=1e-5)
     assert train_sod.first_failure(eps[2]) == 1 and train_sod.first_failure(eps[1]) is None
+
+
+def test_trajectory_page_shows_question_truth_failures_and_the_steps_after_them(tmp_path):
+    import models
+    import report
+    eps = [episode([2, 2, 1], [["error"], ["ok"], []], True), episode([2, 1], [["ok"], []], False)]
+    gaps = [[[0.5, 0.5], [2.0, 1.0], [1.0]], [[0.2, 0.2], [0.1]]]
+    for e in eps:
+        e.score, e.pred, e.response_text = 1.0, "42", ""
+    lps = [logprobs(e, g) for e, g in zip(eps, gaps)]
+    mask = train_sod.pad([e.mask[1:] for e in eps], 0, torch.float32)
+    s, t = (train_sod.pad([lp[j] for lp in lps], 0.0, torch.float32) for j in (0, 1))
+    stats = sod_loss.step_stats(s, t, mask)
+    probs = [{"question": "What is 6 * 7?", "ground_truth": "42"}, {"question": "What is 2 + 2?", "ground_truth": "4"}]
+    report.dump(str(tmp_path), 3, eps, models.make_toy_tokenizer(), torch.zeros(2), [x[0] for x in lps],
+                [x[1] for x in lps], stats, probs)
+    page = (tmp_path / "samples" / "step_000003.html").read_text()
+    assert "What is 6 * 7?" in page and "ground truth <b>42</b>" in page and "What is 2 + 2?" in page
+    assert page.count("class='c f'") == 1  # the one failed call's output, marked
+    assert page.count("(after a failed call)") == 2  # episode 0's steps 2 and 3, not its step 1, not episode 1's
+    assert "step 2 (after a failed call): d=1.5000 w=0.333" in page
+    assert "first failed call in step 1; 2 step(s) after it, mean d 1.250, mean w 0.417" in page
+    rows = [__import__("json").loads(x) for x in (tmp_path / "samples" / "step_000003.jsonl").read_text().split("\n")
+            if x]
+    assert [r["first_failure"] for r in rows] == [0, None] and rows[1]["ground_truth"] == "4"
