@@ -10,6 +10,7 @@ of the sampled token. Shapes: B sequences, T tokens, K steps, V vocab, H hidden,
     o_t = τ_t - s_t                                                     OPD signal (sampled-token reverse KL)
     A_t = A_i + c · w_{k(t)} · o_t,   A_i = (r_i - mean_G r) / (std_G r + ε')   GRPO + weighted distillation
     loss = Σ_t max(-A_t ρ_t, -A_t clip(ρ_t, 1-ε_low, 1+ε_high)),   ρ_t = exp(logp_t - old_logp_t)
+           (capped at -A_t c where A_t < 0: dual clip, c = 3)
 
 Everything is vectorised (no Python loop over rows or steps) and runs where the inputs live. The step-weight kernel
 has an optional torch.compile path: set `sod_loss.COMPILE = True` (compiled lazily on first use; a failure prints one
@@ -151,7 +152,7 @@ def sod_advantages(rewards, group_size, student_logp, teacher_logp, response_mas
     return torch.where(m, adv, 0.0)
 
 
-def ppo_loss(logp, old_logp, advantages, response_mask, clip_low=0.2, clip_high=0.28):
+def ppo_loss(logp, old_logp, advantages, response_mask, clip_low=0.2, clip_high=0.28, clip_ratio_c=3.0):
     """(B, T) x4 -> (loss_sum, stats). loss_sum is the clipped surrogate SUMMED over response tokens: the caller
     divides by the token count of the whole global batch (all micro-batches, all ranks), so every token weighs the
     same whatever sequence or micro-batch it sits in. stats: detached 0-dim float32 tensors (no host sync) averaged
@@ -166,7 +167,12 @@ def ppo_loss(logp, old_logp, advantages, response_mask, clip_low=0.2, clip_high=
     # exploration alive; the pessimistic max() removes the incentive to move the ratio past the bounds
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss_sum = torch.where(m, torch.maximum(unclipped, clipped), 0.0).sum()
+    # dual clip (Ye et al. 2020; verl's compute_policy_loss_vanilla with clip_ratio_c = 3, what the paper's run used):
+    # for A < 0 the pessimistic max grows with ρ without bound, so a bad token the policy has already made far likelier
+    # (ρ > c) would dominate the batch; its term is capped at -A·c, where it carries no gradient
+    loss = torch.maximum(unclipped, clipped)
+    loss = torch.where(adv < 0, torch.minimum(loss, -adv * clip_ratio_c), loss)
+    loss_sum = torch.where(m, loss, 0.0).sum()
     with torch.no_grad():
         count = m.sum().clamp(min=1).float()
         mean = lambda x: torch.where(m, x, 0.0).sum() / count

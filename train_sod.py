@@ -53,6 +53,7 @@ class Config:
     gamma: float = 1.0
     clip_low: float = 0.2  # PPO ratio clip below 1
     clip_high: float = 0.28  # PPO ratio clip above 1 (clip-higher)
+    clip_ratio_c: float = 3.0  # dual clip: where A < 0 the loss is capped at -A * clip_ratio_c (> 1)
     # rollouts
     backend: str = "auto"  # auto (vllm on CUDA when installed, else hf) | hf | vllm
     prompts_per_step: int = 64  # global, split over ranks
@@ -364,7 +365,8 @@ def train(cfg, dist):
                         continue
                     T = ids.size(1) - 1
                     loss, st = sod_loss.ppo_loss(lp, old_t[idx, :T].to(dev), adv[idx, :T].to(dev),
-                                                 mask[idx, :T].to(dev), cfg.clip_low, cfg.clip_high)
+                                                 mask[idx, :T].to(dev), cfg.clip_low, cfg.clip_high,
+                                                 cfg.clip_ratio_c)
                     (loss / max(n_tok / dist.world_size, 1.0)).backward()
                     k = mask[idx, :T].sum().item()
                     loss_sum, tok_sum = loss_sum + loss.item(), tok_sum + k

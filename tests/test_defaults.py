@@ -30,6 +30,10 @@ def default(fn, name):
     return inspect.signature(fn).parameters[name].default
 
 
+def defaults(fn, *names):
+    return tuple(default(fn, n) for n in names)
+
+
 def config(script, name):
     return common.parse_config(script.Config, ["--config", os.path.join(ROOT, "configs", f"{name}.py")])
 
@@ -73,6 +77,7 @@ TABLE = [  # (what, ours, the original's, where it comes from)
     ("delta (configs)", sod("sod_delta"), {0.2}, "paper; run_sod.sh l.70 stepwise_delta"),
     ("c (configs)", sod("opd_coef"), {1.0}, "paper; run_sod.sh l.72 stepwise_opd_coef"),
     ("clip low / high (configs)", sod("clip_low") | sod("clip_high"), {0.2, 0.28}, "run_sod.sh l.50-51"),
+    ("dual clip c (configs)", sod("clip_ratio_c"), {3.0}, "verl ppo actor.clip_ratio_c"),
     ("overlong buffer / factor (configs)", sod("overlong_buffer") | sod("overlong_penalty"), {1024, 1.0},
      "run_sod.sh l.55-56"),
     # train_sod.Config's own defaults for the algorithm
@@ -83,18 +88,17 @@ TABLE = [  # (what, ours, the original's, where it comes from)
     ("Config overlong buffer / factor", (train_sod.Config.overlong_buffer, train_sod.Config.overlong_penalty),
      (1024, 1.0), "run_sod.sh l.55-56"),
     # the public functions
-    ("sod_weights eps, delta", (default(sod_loss.sod_weights, "eps"), default(sod_loss.sod_weights, "delta")), (1e-6, 0.2),
+    ("sod_weights eps, delta", defaults(sod_loss.sod_weights, "eps", "delta"), (1e-6, 0.2),
      "paper; run_sod.sh l.68, l.70"),
-    ("step_stats eps, delta", (default(sod_loss.step_stats, "eps"), default(sod_loss.step_stats, "delta")), (1e-6, 0.2),
+    ("step_stats eps, delta", defaults(sod_loss.step_stats, "eps", "delta"), (1e-6, 0.2),
      "paper; run_sod.sh l.68, l.70"),
-    ("sod_advantages algo, c, eps, delta", tuple(default(sod_loss.sod_advantages, k) for k in ("algo", "opd_coef", "eps",
-                                                                                         "delta")),
+    ("sod_advantages algo, c, eps, delta", defaults(sod_loss.sod_advantages, "algo", "opd_coef", "eps", "delta"),
      ("sod", 1.0, 1e-6, 0.2), "paper; run_sod.sh l.66-72"),
     ("grpo_advantages std norm, eps", (default(sod_loss.grpo_advantages, "norm_by_std"),
                                      default(sod_loss.grpo_advantages, "eps")), (True, 1e-6),
      "verl grpo norm_adv_by_std_in_grpo=True, epsilon=1e-6"),
-    ("ppo_loss clip low / high", (default(sod_loss.ppo_loss, "clip_low"), default(sod_loss.ppo_loss, "clip_high")),
-     (0.2, 0.28), "run_sod.sh l.50-51 clip_ratio_low / clip_ratio_high"),
+    ("ppo_loss clip low / high / dual", defaults(sod_loss.ppo_loss, "clip_low", "clip_high", "clip_ratio_c"),
+     (0.2, 0.28, 3.0), "run_sod.sh l.50-51 clip_ratio_low / clip_ratio_high; verl ppo actor.clip_ratio_c"),
     ("compute_score overlong buffer / factor", (default(reward.compute_score, "overlong_buffer"),
                                                 default(reward.compute_score, "overlong_penalty")), (1024, 1.0),
      "run_sod.sh l.55-56"),

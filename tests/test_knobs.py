@@ -214,21 +214,23 @@ def hand_advantage(rec, coef, eps, delta):
     return torch.where(m != 0, a + coef * hand_weights(s, t, m, eps, delta) * (t - s).double(), 0.0)
 
 
-def hand_ppo(rec, low, high):
+def hand_ppo(rec, low, high, c):
     m = rec["mask"] != 0
     ratio = torch.where(m, (rec["logp"].double() - rec["old"].double()).exp(), 1.0)
     adv = rec["adv"].double()
-    return torch.where(m, torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - low, 1 + high)), 0.0).sum().item()
+    term = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - low, 1 + high))
+    return torch.where(m, torch.where(adv < 0, torch.minimum(term, -adv * c), term), 0.0).sum().item()
 
 
-LOSS = dict(opd_coef=0.5, sod_eps=0.05, sod_delta=0.05, clip_low=0.01, clip_high=0.02, tool_memory_mb=256)
+LOSS = dict(opd_coef=0.5, sod_eps=0.05, sod_delta=0.05, clip_low=0.01, clip_high=0.02, clip_ratio_c=1.05,
+            tool_memory_mb=256)
 DEFAULT = {k: getattr(train_sod.Config, k) for k in LOSS}
 
 
 @pytest.fixture(scope="module")
 def loss_run(tmp_path_factory):
     """One step (8 episodes of 2 prompts, mixed rewards; 2 PPO updates at lr 2e-2, so that the second update's
-    ratios leave [0.99, 1.02]) with every loss knob off its default; what sod_advantages, step_stats, ppo_loss and
+    ratios leave [0.99, 1.05]) with every loss knob off its default; what sod_advantages, step_stats, ppo_loss and
     make_executor received and returned."""
     from test_alignment import ANSWER, hand_rollout  # hand-built episodes: two turns around a tool response
     mp, rec = pytest.MonkeyPatch(), {"adv": [], "stats": [], "ppo": [], "executor": []}
@@ -305,9 +307,11 @@ def check_sod_delta(rec):
 def check_clip(rec):
     second = rec["ppo"][-1]  # the second update: the policy moved, ratios off 1
     assert len(rec["ppo"]) == 2
-    assert second["loss"] == pytest.approx(hand_ppo(second, 0.01, 0.02), rel=1e-5, abs=1e-6)
-    assert hand_ppo(second, DEFAULT["clip_low"], 0.02) != pytest.approx(second["loss"], rel=1e-4)  # clip_low binds
-    assert hand_ppo(second, 0.01, DEFAULT["clip_high"]) != pytest.approx(second["loss"], rel=1e-4)  # clip_high too
+    assert second["loss"] == pytest.approx(hand_ppo(second, 0.01, 0.02, 1.05), rel=1e-5, abs=1e-6)
+    for knob, args in (("clip_low", (DEFAULT["clip_low"], 0.02, 1.05)),  # each binds on some token
+                       ("clip_high", (0.01, DEFAULT["clip_high"], 1.05)),
+                       ("clip_ratio_c", (0.01, 0.02, DEFAULT["clip_ratio_c"]))):
+        assert hand_ppo(second, *args) != pytest.approx(second["loss"], rel=1e-4), knob
 
 
 def check_tool_memory_mb(rec):
@@ -315,7 +319,7 @@ def check_tool_memory_mb(rec):
 
 
 LOSS_KNOBS = [("opd_coef", check_opd_coef), ("sod_eps", check_sod_eps), ("sod_delta", check_sod_delta),
-              ("clip_low/clip_high", check_clip), ("tool_memory_mb", check_tool_memory_mb)]
+              ("clip_low/clip_high/clip_ratio_c", check_clip), ("tool_memory_mb", check_tool_memory_mb)]
 
 
 @pytest.mark.parametrize("knob, check", LOSS_KNOBS, ids=[r[0] for r in LOSS_KNOBS])

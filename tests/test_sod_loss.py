@@ -68,14 +68,15 @@ def ref_adv(rewards, G, s, t, m, algo, c=1.0, eps=1e-6, delta=0.2, bmin=0.0, bma
     return out
 
 
-def ref_ppo(logp, old, adv, m, cl, ch):
+def ref_ppo(logp, old, adv, m, cl, ch, c=3.0):
     total = 0.0
     for b in range(logp.shape[0]):
         for i in range(logp.shape[1]):
             if m[b, i]:
                 r = math.exp(float(logp[b, i]) - float(old[b, i]))
                 a = float(adv[b, i])
-                total += max(-a * r, -a * min(max(r, 1 - cl), 1 + ch))
+                term = max(-a * r, -a * min(max(r, 1 - cl), 1 + ch))
+                total += min(term, -a * c) if a < 0 else term  # dual clip
     return total
 
 
@@ -281,6 +282,25 @@ def test_ppo_loss_vs_reference_and_stats():
     assert math.isclose(st["ratio_mean"].item(), r.mean().item(), rel_tol=1e-6)
     assert st["ratio_max"].item() == r.max().item()
     assert all(not v.requires_grad for v in st.values())
+
+
+def test_ppo_dual_clip_hand_computed():
+    # (A, ρ) per token and the term by hand: max(-Aρ, -A clip(ρ, 0.8, 1.28)), then min(., -3A) where A < 0
+    cases = [(-1.0, 4.0, 3.0),  # max(4, 1.28) = 4, capped at 3: no gradient
+             (-1.0, 2.0, 2.0),  # below the cap
+             (-2.0, 0.5, 1.6),  # max(1.0, 1.6): the lower clip, far below the cap 6
+             (1.0, 4.0, -1.28),  # A > 0: clip-higher only, never the dual clip
+             (0.5, 0.5, -0.25)]
+    a = torch.tensor([[c[0] for c in cases]])
+    old = torch.zeros_like(a)
+    logp = torch.tensor([[math.log(c[1]) for c in cases]], requires_grad=True)
+    loss, _ = sod_loss.ppo_loss(logp, old, a, torch.ones_like(a))
+    assert loss.item() == pytest.approx(sum(c[2] for c in cases), abs=1e-6)
+    loss.backward()
+    # d/dlogp of -Aρ is -Aρ where that side is taken, 0 where a clip is
+    assert logp.grad[0].tolist() == pytest.approx([0.0, 2.0, 0.0, 0.0, -0.25], abs=1e-6)
+    loss, _ = sod_loss.ppo_loss(logp, old, a, torch.ones_like(a), clip_ratio_c=10.0)  # a looser cap
+    assert loss.item() == pytest.approx(sum(c[2] for c in cases) + 1.0, abs=1e-6)
 
 
 def test_ppo_masked_tokens_get_zero_grad():
