@@ -8,6 +8,33 @@ import sod_loss
 import train_sod
 
 # -----------------------------------------------------------------------------
+# the task: seeded problems, and an evaluation that never overlaps training (issue 28, item 6)
+
+
+def test_problems_are_seeded_distinct_and_graded_by_their_arguments():
+    import toy
+    a = toy.toy_problems(300, seed=1)
+    assert a == toy.toy_problems(300, seed=1) and a != toy.toy_problems(300, seed=2)
+    assert len({p["question"] for p in a}) == 300
+    for p in a:
+        x, y, z = p["args"]
+        assert p["ground_truth"] == str(x * y if p["kind"] == "mul" else x * y + z)
+
+
+def test_evaluation_problems_never_appear_in_training():
+    import toy
+    bench = toy.eval_problems()
+    assert len(bench) == toy.EVAL_N == len({p["question"] for p in bench})
+    texts = lambda ps: {m["content"] for p in ps for m in p["prompt_messages"]}
+    held_out = texts(bench)
+    for seed in (0, 1, 2):  # train_sod's prompts: 2,048 problems of its --seed
+        assert not held_out & texts(toy.toy_problems(2048, seed))
+    sft = {c["messages"][0]["content"] for c in toy.toy_sft_conversations(300, seed=0)}
+    assert len(sft) == 300 and not held_out & sft
+    assert {toy.split_of(p["question"]) for p in bench} == {"eval"}
+
+
+# -----------------------------------------------------------------------------
 # failure-mode statistics (issue 24, item 4)
 
 
@@ -83,3 +110,71 @@ def test_trajectory_page_shows_question_truth_failures_and_the_steps_after_them(
     rows = [__import__("json").loads(x) for x in (tmp_path / "samples" / "step_000003.jsonl").read_text().split("\n")
             if x]
     assert [r["first_failure"] for r in rows] == [0, None] and rows[1]["ground_truth"] == "4"
+
+# -----------------------------------------------------------------------------
+# the numbers toy.sh prints, against the eval JSONs (and eval.py's own compare)
+
+
+def write_eval(path, outcomes, errors=None):
+    """An eval JSON as eval.py writes it, from per-problem lists of sample outcomes; errors: tool_errors likewise."""
+    import json
+
+    import eval as ev
+    samples = [dict(problem_id=f"p{i}", sample=j, acc=a, pred="1", num_turns=2, num_tool_calls=1,
+                    tool_errors=(errors[i][j] if errors else 0), tool_timeouts=0, response_len=10, overlong=False)
+               for i, accs in enumerate(outcomes) for j, a in enumerate(accs)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"knobs": {"model": path.parent.name}, "metrics": ev.compute_metrics(samples),
+                                "samples": samples}))
+    return str(path)
+
+
+def test_summary_numbers_are_the_eval_jsons_and_evals_compare(tmp_path):
+    import random
+
+    import eval as ev
+    import toy
+    rng = random.Random(0)
+    draw = lambda p: [[rng.random() < p for _ in range(2)] for _ in range(40)]
+    paths = {n: write_eval(tmp_path / f"eval_{n}" / "toy.json", draw(p))
+             for n, p in (("teacher_sft", 0.9), ("student_sft", 0.3), ("sod", 0.7))}
+    text, got = toy.summary(str(tmp_path), "sod")
+    m = {n: __import__("json").load(open(p))["metrics"] for n, p in paths.items()}
+    for key, name in (("teacher", "teacher_sft"), ("student", "student_sft"), ("after", "sod")):
+        assert got["acc"][key] == (m[name]["avg@2"], m[name]["avg@2_lo"], m[name]["avg@2_hi"])
+        assert f"{100 * m[name]['avg@2']:.1f} [{100 * m[name]['avg@2_lo']:.1f}, " in text
+    cmp = ev.compare_runs(paths["student_sft"], paths["sod"])
+    assert got["gain"] == pytest.approx((cmp["diff"], cmp["diff_lo"], cmp["diff_hi"]), abs=1e-12)
+    assert got["closed"] == pytest.approx(cmp["diff"] / (m["teacher_sft"]["avg@2"] - m["student_sft"]["avg@2"]))
+    assert ("beyond noise" in text) and (("NOT" in text) == (cmp["diff_lo"] <= 0))
+
+
+def test_table_cells_against_hand_counts(tmp_path):
+    import toy
+    P = 20  # problems; two samples each
+    const = lambda r: [[True, r > 0.5] if r < 1 else [True, True] for _ in range(P)]  # rate 0.5 or 1 per problem
+    write_eval(tmp_path / "eval_student_sft" / "toy.json", [[False, False]] * P)  # 0 %
+    for setting, (teacher, _) in toy.SETTINGS.items():
+        write_eval(tmp_path / f"eval_{teacher}" / "toy.json", const(1.0))
+        for algo in toy.ALGOS:
+            for seed in (0, 1, 2):
+                run = toy.run_name(setting, algo, seed)
+                good = algo == "sod" or (algo == "opd" and seed == 0)  # sod: 100 % every seed; opd: 100, 50, 50 %
+                errs = [[1, 0] for _ in range(P)]  # every problem's first sample had a failed call (and ended right)
+                write_eval(tmp_path / f"eval_{run}" / "toy.json", const(1.0 if good else 0.5), errs)
+                (tmp_path / run).mkdir(exist_ok=True)
+                (tmp_path / run / "metrics.jsonl").write_text(
+                    '{"step": 1, "fail/n_after": 2, "fail/d_after": 1.0, "fail/w_after": 1.0, "fail/n_clean": 4, '
+                    '"fail/d_clean": 0.4, "fail/w_clean": 4.0}\n{"step": 2, "fail/n_after": 2, "fail/d_after": 3.0, '
+                    '"fail/w_after": 0.2, "fail/n_clean": 0, "fail/d_clean": 0.0, "fail/w_clean": 0.0}\n')
+    text = toy.table(str(tmp_path))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines()
+            if line.startswith("| + ")}
+    assert rows["+ sod"][0].startswith("100.0 [100.0, 100.0]") and rows["+ sod"][1] == "100.0 100.0 100.0"
+    assert rows["+ opd"][0].startswith("66.7 [") and rows["+ opd"][1] == "100.0 50.0 50.0"
+    assert rows["+ opd"][2].startswith("+33.3 [")  # SOD - OPD: 100 - 66.7 points
+    assert rows["+ gated"][3] == "50.0" and rows["+ gated"][4] == "100.0"  # failed % of samples, recovered %
+    # d, w after a failed call: (1 + 3) / 4 steps and (1 + 0.2) / 4; clean: 0.4 / 4 and 4 / 4, summed over 3 seeds
+    assert rows["+ sod"][5] == "1.000 / 0.100" and rows["+ sod"][6] == "0.300 / 1.000"
+    assert rows["+ grpo (no teacher)"][5] == "-"
+    assert text.count("| teacher | 100.0 [100.0, 100.0]") == 2 and "| student (SFT) | 0.0 [0.0, 0.0]" in text
