@@ -73,17 +73,22 @@ def _tool_reply(code, protocol):
     return tools.observation({"name": tools.TOOL_NAME, "arguments": {"code": code}}, res, 1 << 20)
 
 
-def toy_sft_conversations(n, seed, protocol="clean"):
+def toy_sft_conversations(n, seed, protocol="clean", fail=0.25, slip=0.0):
     """Solved toy trajectories in the SFT format (messages + tools): call the tool, read it, answer; two-step
-    problems call twice (copying the first result into the second call); a quarter of the trajectories first make
-    a mistake (a NameError) and fix it from the traceback. Tool messages are the replies of `protocol`."""
+    problems call twice (copying the first result into the second call). A share `fail` of the trajectories first
+    make a mistake (a NameError) and fix it from the traceback; a share `slip` miscopy one digit of the second
+    operand into the code and answer what the tool then prints (sloppy demonstrations: wrong, but consistent with
+    their tool output). Tool messages are the replies of `protocol`."""
     import random
     rng = random.Random(seed + 1)
     convs = []
     for p in toy_problems(n, seed):
         a, b, c = p["args"]
         msgs = list(p["prompt_messages"])
-        if rng.random() < 0.25:
+        if slip and rng.random() < slip:  # one digit of b replaced (a number of the same width)
+            i, s = rng.randrange(len(str(b))), str(b)
+            b = int(s[:i] + rng.choice([x for x in "0123456789"[i == 0:] if x != s[i]]) + s[i + 1:])
+        if rng.random() < fail:
             msgs += [_call(f"print({a} * x)", "I compute it with code."),
                      {"role": "tool", "content": _tool_reply(f"print({a} * x)", protocol)}]
             first = "The code had a typo. I fix it."
@@ -91,11 +96,13 @@ def toy_sft_conversations(n, seed, protocol="clean"):
             first = "I compute it with code."
         msgs += [_call(f"print({a} * {b})", first),
                  {"role": "tool", "content": _tool_reply(f"print({a} * {b})", protocol)}]
+        answer = a * b
         if p["kind"] == "muladd":
             msgs += [_call(f"print({a * b} + {c})", f"The product is {a * b}. Now I add {c}."),
                      {"role": "tool", "content": _tool_reply(f"print({a * b} + {c})", protocol)}]
-        msgs.append({"role": "assistant", "content": f"The answer is \\boxed{{{p['ground_truth']}}}.",
-                     "reasoning_content": f"The tool printed {p['ground_truth']}."})
+            answer += c
+        msgs.append({"role": "assistant", "content": f"The answer is \\boxed{{{answer}}}.",
+                     "reasoning_content": f"The tool printed {answer}."})
         convs.append({"messages": msgs, "tools": tools.CLEAN_TOOLS})
     return convs
 

@@ -21,6 +21,25 @@ def test_problems_are_seeded_distinct_and_graded_by_their_arguments():
         assert p["ground_truth"] == str(x * y if p["kind"] == "mul" else x * y + z)
 
 
+def test_sft_data_knobs_fail_and_slip():
+    import toy
+    calls = lambda c: [m["tool_calls"][0]["function"]["arguments"]["code"] for m in c["messages"]
+                       if m.get("tool_calls")]
+    clean = toy.toy_sft_conversations(40, seed=3, fail=0.0)
+    assert not any("Error" in m["content"] for c in clean for m in c["messages"] if m["role"] == "tool")
+    assert clean == toy.toy_sft_conversations(40, seed=3, fail=0.0, slip=0.0)
+    assert any("NameError" in m["content"] for c in toy.toy_sft_conversations(40, seed=3, fail=1.0)
+               for m in c["messages"] if m["role"] == "tool")
+    for c, p in zip(toy.toy_sft_conversations(40, seed=3, fail=0.0, slip=1.0), toy.toy_problems(40, seed=3)):
+        a, b, _ = p["args"]
+        code = calls(c)[0]
+        b2 = code.split("* ")[1].rstrip(")")
+        assert code.startswith(f"print({a} * ") and len(b2) == len(str(b))
+        assert sum(x != y for x, y in zip(b2, str(b))) == 1  # one digit miscopied
+        last_tool = [m["content"] for m in c["messages"] if m["role"] == "tool"][-1]
+        assert c["messages"][-1]["content"] == f"The answer is \\boxed{{{last_tool}}}." != p["ground_truth"]
+
+
 def test_evaluation_problems_never_appear_in_training():
     import toy
     bench = toy.eval_problems()
