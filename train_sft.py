@@ -36,6 +36,8 @@ class Config:
     model: str = "toy:toy_student"  # HF dir / Hub id / run dir / toy:<size>
     data: str = "toy"  # "toy", a Hub dataset id or a local parquet/jsonl path (messages + tools)
     toy_n: int = 2000  # conversations of the toy task when data == "toy"
+    toy_fail: float = 0.25  # toy: share of the conversations that recover from a failed call first
+    toy_slip: float = 0.0  # toy: share that miscopy an operand (sloppy demonstrations; docs/toy.md)
     protocol: str = "clean"  # the toy conversations' tool replies: clean | paper (docs/fidelity.md; real data: its own)
     out_dir: str = "out/sft"
     max_length: int = 32768  # tokens per conversation
@@ -188,8 +190,8 @@ def batch_nll(model, rows, device, chunk=1024):
 def load_docs(cfg, tok):
     if cfg.protocol not in ("clean", "paper"):
         raise SystemExit(f"sft: unknown protocol {cfg.protocol!r}; choose clean or paper")
-    convs = toy.toy_sft_conversations(cfg.toy_n, cfg.seed, cfg.protocol) if cfg.data == "toy" else \
-        data.load_sft_data(cfg.data)
+    convs = toy.toy_sft_conversations(cfg.toy_n, cfg.seed, cfg.protocol, cfg.toy_fail, cfg.toy_slip) \
+        if cfg.data == "toy" else data.load_sft_data(cfg.data)
     docs, dropped, cut, bad = [], 0, 0, 0
     for c in convs:
         try:
