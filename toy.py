@@ -193,9 +193,9 @@ def summary(out, run, teacher="teacher_sft", student="student_sft"):
     gain = bootstrap([a], [s])
     closed = gain[0] / (acc["teacher"][0] - acc["student"][0]) if acc["teacher"][0] > acc["student"][0] else None
     lines = [f"toy: avg@{k} on {n} held-out problems x {k} samples (T=1, top_p=1), 95% intervals over problems",
-             f"  teacher                 {_ci(acc['teacher'])}",
-             f"  student after SFT       {_ci(acc['student'])}",
-             f"  student after {run:<9} {_ci(acc['after'])}",
+             f"  {'teacher':<28} {_ci(acc['teacher'])}",
+             f"  {'student after SFT':<28} {_ci(acc['student'])}",
+             f"  {'student after ' + run:<28} {_ci(acc['after'])}",
              f"  gain: {_ci(gain, True)} points (paired, as eval.py --compare), "
              f"{'beyond noise' if gain[1] > 0 else 'NOT beyond noise'}; "
              f"{'-' if closed is None else f'{100 * closed:.0f}%'} of the teacher-student gap closed"]
@@ -211,6 +211,14 @@ SETTINGS = {  # name: (teacher's run directory, what it shows)
 def run_name(setting, algo, seed):
     """The run directory of one cell: GRPO never reads the teacher, so its runs serve both settings."""
     return f"{algo}_seed{seed}" if algo == "grpo" else f"{setting}_{algo}_seed{seed}"
+
+
+def cells(seeds=(0, 1, 2)):
+    """The RL runs of toy.sh table as (run name, teacher, algorithm, seed): GRPO once per seed, the rest per
+    setting."""
+    out = [(run_name("A", "grpo", x), SETTINGS["A"][0], "grpo", str(x)) for x in seeds]
+    return out + [(run_name(s, a, x), SETTINGS[s][0], a, str(x)) for s in SETTINGS for a in ALGOS if a != "grpo"
+                  for x in seeds]
 
 
 def table(out, seeds=(0, 1, 2), student="student_sft"):
@@ -245,9 +253,14 @@ def table(out, seeds=(0, 1, 2), student="student_sft"):
 
 if __name__ == "__main__":
     import sys
-    if len(sys.argv) == 4 and sys.argv[1] == "summary":
-        print(summary(sys.argv[2], sys.argv[3])[0])
-    elif len(sys.argv) == 3 and sys.argv[1] == "table":
-        print(table(sys.argv[2]))
+    cmd, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if cmd == "summary" and len(args) == 2:
+        print(summary(*args)[0])
+    elif cmd == "table" and len(args) == 1:
+        print(table(args[0]))
+    elif cmd == "cells" and not args:  # toy.sh table's RL runs, one per line
+        print("\n".join(" ".join(c) for c in cells()))
+    elif cmd == "run_name" and len(args) == 3:
+        print(run_name(args[0], args[1], int(args[2])))
     else:
-        raise SystemExit("usage: python toy.py summary OUT RUN | python toy.py table OUT")
+        raise SystemExit("usage: python toy.py summary OUT RUN | table OUT | cells | run_name SETTING ALGO SEED")

@@ -18,8 +18,6 @@ max_turns = 4
 max_prompt_len = 2048
 max_response_len = 256
 protocol = "clean"
-max_obs_chars = 256
-tool_timeout = 5.0
 # Turn-synchronous rollouts: a turn's batch never depends on how fast the tools answered, so a run is reproducible
 # to the last digit on a given machine and thread count. Continuous rollouts (the default elsewhere) batch turns as
 # tool results arrive; a different batch rounds logits differently (~1e-6), which can flip a token on a near tie,
