@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import sys
@@ -45,9 +46,35 @@ def _convert(name, typ, raw):
         raise SystemExit(f"config: --{name} expects {typ.__name__}, got {raw!r}") from None
 
 
+def print_help(cls):
+    """The script's docstring, then each key with its type, default and the comment on its line, under the section
+    comments of the dataclass: its source is the documentation, so the two never drift apart."""
+    import inspect
+    import io
+    import tokenize
+    src, hints = inspect.getsource(cls), typing.get_type_hints(cls)
+    notes = {t.start[0]: t.string.lstrip("# ") for t in tokenize.generate_tokens(io.StringIO(src).readline)
+             if t.type == tokenize.COMMENT}
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    out = [f"{(sys.modules[cls.__module__].__doc__ or '').strip()}\n\nusage: python {os.path.basename(sys.argv[0])} "
+           "[--config FILE] [--key=value | --key value ...] (FILE: plain assignments; a bare boolean --key is true)"]
+    for i, line in enumerate(src.splitlines(), 1):
+        if (m := re.match(r"\s+(\w+)\s*:", line)) and m[1] in defaults:
+            typ = " | ".join("None" if a is type(None) else a.__name__ for a in typing.get_args(hints[m[1]])) \
+                or hints[m[1]].__name__
+            out.append(f"  --{m[1]:<24} {typ:<12} {defaults[m[1]]!r:<18} {notes.get(i, '')}")
+        elif line.strip().startswith("#"):
+            out.append(f"\n{notes[i]}:")
+    print("\n".join(out))
+
+
 def parse_config(cls, argv=None):
-    """Build `cls` from defaults, then `--config FILE`, then command-line overrides. Unknown keys are an error."""
+    """Build `cls` from defaults, then `--config FILE`, then command-line overrides. Unknown keys are an error;
+    `--help` (or -h) prints every key and exits, before anything is loaded."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print_help(cls)
+        raise SystemExit(0)
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
     values = {}
@@ -185,6 +212,33 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def set_threads(n=0):
+    """Set torch's intra-op threads; returns (count, why) and prints both in one line. n > 0 is taken as it is, then
+    OMP_NUM_THREADS; else the cores idle now (from /proc/stat over 0.3 s; at least one), split among this machine's
+    ranks. Torch's default, a thread per core, makes every op wait for its slowest thread: one whose core a busy
+    neighbour holds stalls them all (a toy step took 15-90x its idle time next to one busy process on 2 cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun
+    if n > 0:
+        why = "--threads"
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        n, why = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    else:
+        try:  # the machine's ticks (user nice system idle iowait ...) 0.3 s apart; this process sleeps meanwhile
+            stat = lambda: np.array(open("/proc/stat").readline().split()[1:], dtype=np.int64)
+            t0 = stat()
+            time.sleep(0.3)
+            d = stat() - t0
+            free = min(cores, (d[3] + d[4]) / max(d.sum(), 1) * os.cpu_count())
+        except OSError:  # no /proc
+            free = cores
+        n = max(1, round(free) // ranks)
+        why = f"{free:.1f} of {cores} cores idle" + (f", shared by {ranks} local ranks" if ranks > 1 else "")
+    torch.set_num_threads(n)
+    print0(f"threads: {n} ({why}; --threads N sets it)")
+    return n, why
 
 # -----------------------------------------------------------------------------
 # FSDP2

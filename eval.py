@@ -283,8 +283,7 @@ class Config:
     tool_timeout: float = 0.0  # seconds per tool call; 0 = the protocol's (paper: 60, clean: 10)
     tool_max_calls: int = -1  # tool calls run per assistant turn; -1 = the protocol's (paper: 1, clean: 0 = all)
     tool_memory_mb: int = 0  # memory per tool call; 0 = the protocol's (2048)
-    overlong_buffer: int = -1  # DAPO overlong buffer of the per-sample score; -1 = the original's (4096 for
-    # livecodebench, its eval script's; 1024 otherwise)
+    overlong_buffer: int = -1  # DAPO overlong buffer of the score; -1 = the original's (livecodebench 4096, else 1024)
     rollout_mode: str = "continuous"  # continuous (no per-turn barrier) | sync (turn by turn)
     backend: str = "auto"  # auto (vllm on GPU when installed, else hf) | hf | vllm
     gpu_memory_utilization: float = 0.75  # vLLM's share of GPU memory
@@ -294,6 +293,7 @@ class Config:
     n_boot: int = 1000  # bootstrap resamples for the CIs
     sandbox: str = "local"  # code executor: local (our sandbox) or a SandboxFusion URL
     out_dir: str = ""  # "" = out/eval/<model slug>
+    threads: int = 0  # CPU intra-op threads; 0 = the cores idle at start (common.set_threads)
 
 
 def model_files(path):
@@ -346,6 +346,7 @@ def main(argv=None):
     if cfg.overlong_buffer < 0:
         cfg.overlong_buffer = 4096 if cfg.bench == "livecodebench" else 1024
     common.print_config(cfg)
+    common.set_threads(cfg.threads)
     proto = protocol_of(cfg)
     grading = reward.grading(cfg.protocol, cfg.grader, cfg.shaping)
     problems = data.load_eval_data(cfg.bench, cfg.data or data.EVAL_REPO)

@@ -262,8 +262,7 @@ class HFEngine(Engine):
     def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
         assert not self.asleep, "rollout: sampling from a sleeping engine (call wake_up first)"
         assert max_new_tokens >= 1 and ids
-        self.queue.append(Turn(key, list(ids), max_new_tokens, temperature, top_p,
-                               torch.Generator().manual_seed(seed)))
+        self.queue.append(Turn(key, list(ids), max_new_tokens, temperature, top_p, torch.Generator().manual_seed(seed)))
 
     def forward(self, ids, attn, pos, kv, **kw):
         return self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
@@ -474,13 +473,14 @@ class Config:
     seed: int = 0  # problems and sampling
     sandbox_url: str = "local"  # local | http(s)://host:port of a SandboxFusion server
     mode: str = "continuous"  # continuous | sync (turn-synchronous)
+    threads: int = 0  # CPU intra-op threads; 0 = the cores idle at start (common.set_threads)
 
 
 def main(argv=None):
     import sandbox
     import toy
     cfg = common.parse_config(Config, argv)
-    common.set_seed(cfg.seed)
+    common.set_threads(cfg.threads)  # (no global seed: the model and every turn's sampling are seeded on their own)
     model, tok = models.load_model(cfg.model)
     engine = make_engine(cfg.backend, cfg.model, tok, model=model, seed=cfg.seed,
                          max_model_len=1024 + cfg.max_response_len)

@@ -33,32 +33,33 @@ from common import print0
 
 @dataclass
 class Config:
-    model: str = "toy:toy_student"  # HF dir / Hub id / run dir / toy:<size>
+    model: str = "toy:toy_student"  # HF dir / Hub id / run dir (its latest checkpoint) / toy:<size>
     data: str = "toy"  # "toy", a Hub dataset id or a local parquet/jsonl path (messages + tools)
     toy_n: int = 2000  # conversations of the toy task when data == "toy"
     toy_fail: float = 0.25  # toy: share of the conversations that recover from a failed call first
     toy_slip: float = 0.0  # toy: share that miscopy an operand (sloppy demonstrations; docs/toy.md)
     protocol: str = "clean"  # the toy conversations' tool replies: clean | paper (docs/fidelity.md; real data: its own)
-    out_dir: str = "out/sft"
+    out_dir: str = "out/sft"  # checkpoints (step_XXXXXX/), metrics.jsonl, config.py
     max_length: int = 32768  # tokens per conversation
     truncate: bool = False  # longer conversations: truncate (True) or drop (False)
     packing: bool = True  # pack conversations into rows (False: one conversation per row, padded)
     batch_size: int = 128  # conversations per optimizer step (global, all ranks)
     micro_batch_tokens: int = 32768  # tokens per forward/backward on one rank (>= max_length)
-    epochs: int = 5
+    epochs: int = 5  # passes over the conversations
     max_steps: int = 0  # 0: epochs decide
-    lr: float = 1e-5
+    lr: float = 1e-5  # peak learning rate (AdamW)
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = 0.1  # linear warmup over this fraction of the steps
     weight_decay: float = 0.01
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max global gradient norm
     logprob_chunk: int = 1024  # tokens per chunk of the log-softmax (never a (T, V) fp32 block)
     compile: bool = False  # torch.compile each decoder block
-    activation_checkpointing: bool = False
-    seed: int = 0
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
+    seed: int = 0  # data order
     save_every: int = 0  # 0: only at the end
-    resume: bool = False
-    wandb_project: str | None = None
+    resume: bool = False  # continue from out_dir's newest intact checkpoint
+    threads: int = 0  # CPU intra-op threads; 0 = the cores idle at start (common.set_threads)
+    wandb_project: str | None = None  # log to wandb too (pip install wandb)
 
 # -----------------------------------------------------------------------------
 # Helpers (pure, tested in tests/test_sft.py)
@@ -230,6 +231,7 @@ def main(argv=None):
     dist = common.init_dist()
     try:
         common.print_config(cfg)
+        common.set_threads(cfg.threads)
         common.set_seed(cfg.seed)
         ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
         model, tok = models.load_model(os.path.join(ckpt, "model") if ckpt else cfg.model)

@@ -98,8 +98,9 @@ class Config:
     mismatch_warn: float = 0.05  # warn when a rank's sampler log-probs drift this far (nats/token) from the trainer's
     dump_every: int = 10  # sample trajectories as JSONL + HTML (0 = never)
     dump_episodes: int = 8
-    resume: bool = False
-    wandb_project: str | None = None
+    resume: bool = False  # continue from out_dir's newest intact checkpoint
+    threads: int = 0  # CPU intra-op threads; 0 = the cores idle at start (common.set_threads)
+    wandb_project: str | None = None  # log to wandb too (pip install wandb)
 
 
 # -----------------------------------------------------------------------------
@@ -255,6 +256,7 @@ def train(cfg, dist):
     if cfg.overlong_buffer >= cfg.max_response_len:
         raise SystemExit(f"config: overlong_buffer ({cfg.overlong_buffer}) must be below max_response_len "
                          f"({cfg.max_response_len})")
+    common.set_threads(cfg.threads)
     common.set_seed(cfg.seed + dist.rank)
     dev = dist.device
 

@@ -51,7 +51,8 @@ def run(args, algo, out, rollout_fn):
         train_sod.main(["--config", os.path.join(ROOT, "configs", "toy.py"), "--student", args.student,
                         "--teacher", args.teacher, "--out_dir", out, "--algo", algo, "--max_steps", str(args.steps),
                         "--val_bench", "", "--save_every", "0", "--dump_every", "0", "--max_response_len", "128",
-                        "--prompts_per_step", str(args.prompts), "--mini_batch_prompts", str(args.prompts)])
+                        "--prompts_per_step", str(args.prompts), "--mini_batch_prompts", str(args.prompts),
+                        "--threads", str(args.threads)])
     finally:
         rollout.rollout, sod_loss.sod_advantages, sod_loss.step_stats = real
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
