@@ -6,12 +6,14 @@ Nothing here knows about SOD. Every script does the same: `cfg = parse_config(Co
 
 import dataclasses
 import datetime
+import glob
 import importlib.util
 import json
 import os
 import random
 import re
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -162,6 +164,7 @@ def init_dist(device="auto"):
         # on CUDA, gloo too: the scripts reduce small CPU tensors (counts, metrics), which NCCL cannot carry
         tdist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
                                  timeout=datetime.timedelta(minutes=30))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM ends a run as Ctrl-C does (stopped)
     dist = Dist(rank, world, local, dev)
     print0(f"dist: world {world}, backend {tdist.get_backend()}, device {dev.type}, "
            f"params fp32 / compute {'bf16' if use_cuda else 'fp32 (no CUDA: no bf16 autocast)'}")
@@ -346,8 +349,40 @@ def checkpoints(out_dir):
     return [os.path.join(out_dir, d) for d in sorted(os.listdir(out_dir)) if d.startswith("step_") and d[5:].isdigit()]
 
 
+def damage(ckpt):
+    """None for an intact checkpoint, else what is wrong, naming the file. Checkpoints are renamed into place whole,
+    but a disk that filled up or a copy cut short still leaves files shorter than their own header (safetensors)
+    or index (the optimizer's .metadata) says."""
+    from safetensors import safe_open
+    from torch.distributed.checkpoint import FileSystemReader
+    path, opt = os.path.join(ckpt, "state.json"), os.path.join(ckpt, "optimizer")
+    try:
+        json.load(open(path))
+        for path in glob.glob(os.path.join(ckpt, "model", "*.safetensors")) or [os.path.join(ckpt, "model", "none")]:
+            with safe_open(path, "pt"):  # checks that the file covers every tensor its header lists
+                pass
+        path = os.path.join(opt, ".metadata")
+        for s in FileSystemReader(opt).read_metadata().storage_data.values() if os.path.isdir(opt) else []:
+            if os.path.getsize(path := os.path.join(opt, s.relative_path)) < s.offset + s.length:
+                raise EOFError(f"truncated: {os.path.getsize(path):,} of {s.offset + s.length:,} bytes")
+    except Exception as e:  # missing, not JSON, cut short, an index that does not unpickle: all mean damaged
+        return f"{path} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+    return None
+
+
 def latest_checkpoint(out_dir):
-    return (checkpoints(out_dir) or [None])[-1]
+    """The newest intact checkpoint of a run, or None if it has none. Damaged newer ones are passed over with one
+    warning line and left on disk; if every one is damaged, stop."""
+    found, bad = checkpoints(out_dir), []
+    for path in reversed(found):
+        if (problem := damage(path)) is None:
+            if bad:
+                print0(f"warning: skipping damaged checkpoint(s): {'; '.join(bad)}; using {path} (nothing deleted)")
+            return path
+        bad.append(problem)
+    if found:
+        raise SystemExit(f"checkpoint: no intact checkpoint in {out_dir}: {'; '.join(bad)}")
+    return None
 
 
 def save_checkpoint(out_dir, step, model, tokenizer, optimizer, cfg, state, keep_last=0):

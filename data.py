@@ -144,7 +144,7 @@ def _files(path_or_repo, relpath=None):
         return [path_or_repo]
     root = path_or_repo
     if not os.path.isdir(root):
-        if path_or_repo.count("/") != 1:
+        if path_or_repo.count("/") != 1 or path_or_repo.endswith((".parquet", ".jsonl")):
             raise SystemExit(f"data: {path_or_repo!r} is neither a local file/directory nor a Hub dataset id")
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -167,12 +167,26 @@ def _files(path_or_repo, relpath=None):
 
 
 def _rows(path):
+    """The rows of one parquet or jsonl file; one that is empty, cut short or of another format is one line naming
+    it (not a pyarrow traceback)."""
     if path.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as e:
+            raise SystemExit(f"data: {path} is not a readable parquet file ({str(e).splitlines()[0]})") from None
     else:
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = []
+        with open(path, errors="replace") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    raise SystemExit(f"data: {path}, line {i}, is not JSON ({e}); --data takes parquet or jsonl "
+                                     "files") from None
     if not rows:
         raise SystemExit(f"data: {path} is empty")
     return rows

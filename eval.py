@@ -353,9 +353,10 @@ def main(argv=None):
     path = models.resolve_model_path(cfg.model)
     engine, tokenizer, backend = make_engine(cfg, path)
     problems, dropped = drop_long_prompts(tokenizer, problems, cfg.max_prompt_len)
-    print(f"eval: {cfg.bench}: {len(problems)} problems ({dropped} dropped as longer than {cfg.max_prompt_len} "
-          f"tokens); protocol {proto.name}, grader {grading['grader']}, shaping {grading['shaping']}")
-    problems = problems[:cfg.limit] if cfg.limit > 0 else problems
+    total, problems = len(problems), problems[:cfg.limit] if cfg.limit > 0 else problems
+    print(f"eval: {cfg.bench}: {len(problems)}{f' of {total}' if len(problems) < total else ''} problems ({dropped} "
+          f"dropped as longer than {cfg.max_prompt_len} tokens); protocol {proto.name}, grader {grading['grader']}, "
+          f"shaping {grading['shaping']}")
     out_dir = cfg.out_dir or os.path.join("out", "eval", re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.model).strip("_."))
     meta = dict(bench=cfg.bench, data=cfg.data or "default", model=cfg.model, model_files=model_files(path),
                 backend=backend, sandbox=cfg.sandbox, max_prompt_len=cfg.max_prompt_len, dropped_long_prompts=dropped)

@@ -230,19 +230,51 @@ def tiny_qwen3(vocab_size, size="tiny", seed=0, dtype=None):
 
 def resolve_model_path(spec):
     """The directory or Hub id that `spec` names, as vLLM and `from_pretrained` load it: a run directory becomes its
-    latest checkpoint's `model/`; a HF model directory or Hub id is itself; `toy:<size>` and `shape:<name>` are
-    returned as they are (built in memory by load_model, not loadable by vLLM)."""
+    newest intact checkpoint's `model/`; a HF model directory is itself; `toy:<size>` and `shape:<name>` are
+    returned as they are (built in memory by load_model, not loadable by vLLM). Anything else must be a Hub id,
+    checked here in one request, so that a wrong name is one line, not five retries and a traceback."""
     if spec.startswith(("toy:", "shape:")):
         return spec
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "config.json")):
             return spec
-        if common.latest_checkpoint(spec):
-            return os.path.join(common.latest_checkpoint(spec), "model")
+        if ckpt := common.latest_checkpoint(spec):
+            return os.path.join(ckpt, "model")
         raise SystemExit(f"model: {spec!r} is a directory with neither a config.json nor a step_* checkpoint")
-    if spec.startswith((".", "/")) or spec.count("/") != 1:
-        raise SystemExit(f"model: {spec!r} is neither a local model directory nor a Hub id (org/name)")
-    return spec
+    # a path never goes to the Hub: ./x, /x, ~/x, x/y/z, out/x (where every script writes), dir/x for a local dir
+    first = spec.split("/")[0]
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or first == "out" or os.path.isdir(first):
+        raise SystemExit(f"model: {spec!r} does not exist (a local path; a Hub id is org/name)")
+    return hub_model(spec)
+
+
+def hub_model(repo):
+    """`repo` if the Hub has it, or the local directory of its cached copy when the Hub cannot be reached."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+    try:
+        cached = snapshot_download(repo, local_files_only=True)
+    except LocalEntryNotFoundError:
+        cached = None
+    except HFValidationError:
+        raise SystemExit(f"model: {repo!r} is neither a local path nor a valid Hub id") from None
+    if constants.HF_HUB_OFFLINE:
+        if cached is None:
+            raise SystemExit(f"model: {repo!r} is not in the Hub cache and HF_HUB_OFFLINE is set; pass a local model "
+                             "directory, or download it where the Hub can be reached")
+        return cached
+    try:
+        HfApi().model_info(repo, timeout=10)  # one request, no retries
+        return repo
+    except RepositoryNotFoundError:
+        raise SystemExit(f"model: {repo!r} is neither a local directory nor a model on the Hub (or it is private: "
+                         "log in with `hf auth login`)") from None
+    except Exception as e:  # no network, DNS, a proxy, the Hub down: whatever the HTTP stack raises
+        if cached is None:
+            raise SystemExit(f"model: cannot reach the Hub for {repo!r} ({type(e).__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:150]}); pass a local model directory") from None
+        print(f"model: the Hub is unreachable ({type(e).__name__}); using the cached copy of {repo}", flush=True)
+        return cached
 
 
 def load_model(spec, dtype=torch.float32):
@@ -251,6 +283,9 @@ def load_model(spec, dtype=torch.float32):
     shape such as qwen3-0.6b, with Qwen3's tokenizer and its 151,936 embedding rows). Weights load into host memory;
     fully_shard moves them to the device one block at a time (wrap_fsdp). `dtype="auto"` keeps the dtype the weights
     come in (fp32 for toy: and shape:). `model.checkpoint_dtype` records that dtype: save_checkpoint writes it."""
+    import glob
+
+    from safetensors import safe_open
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     if spec.startswith(("toy:", "shape:")):  # built in memory, in fp32 unless asked otherwise
         dtype = torch.float32 if dtype == "auto" else dtype
@@ -262,6 +297,12 @@ def load_model(spec, dtype=torch.float32):
         model.checkpoint_dtype = dtype
         return model, tok
     path = resolve_model_path(spec)
+    for f in glob.glob(os.path.join(path, "*.safetensors")) if os.path.isdir(path) else []:
+        try:
+            with safe_open(f, "pt"):  # the file covers every tensor its header lists (not cut short)
+                pass
+        except Exception as e:
+            raise SystemExit(f"model: {f} is damaged ({type(e).__name__}: {e})") from None
     came_in = AutoConfig.from_pretrained(path).dtype  # config.json's dtype (from_pretrained overwrites it)
     came_in = getattr(torch, came_in) if isinstance(came_in, str) else came_in or torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=came_in if dtype == "auto" else dtype)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import common
 import data
 import models
+import runs
 import sod_loss
 import toy
 from common import print0
@@ -58,6 +59,7 @@ class Config:
     seed: int = 0  # data order
     save_every: int = 0  # 0: only at the end
     resume: bool = False  # continue from out_dir's newest intact checkpoint
+    overwrite: bool = False  # a fresh run into an out_dir holding a run: remove that run's files first
     threads: int = 0  # CPU intra-op threads; 0 = the cores idle at start (common.set_threads)
     wandb_project: str | None = None  # log to wandb too (pip install wandb)
 
@@ -234,6 +236,7 @@ def main(argv=None):
         common.set_threads(cfg.threads)
         common.set_seed(cfg.seed)
         ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
+        runs.claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, ckpt)
         model, tok = models.load_model(os.path.join(ckpt, "model") if ckpt else cfg.model)
         set_attention(model, dist.device)
         model = common.wrap_fsdp(model, dist, compile=cfg.compile,
@@ -285,6 +288,8 @@ def main(argv=None):
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
                 common.save_checkpoint(cfg.out_dir, step, model, tok, opt, cfg, {"epoch": epoch, "cursor": k + 1})
         torch.distributed.barrier()  # no rank tears the group down while another still uses it
+    except (KeyboardInterrupt, SystemExit) as e:  # one line, from rank 0, instead of a traceback per rank
+        runs.stopped(e, cfg.out_dir)
     finally:
         common.destroy_dist()
 

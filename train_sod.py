@@ -26,6 +26,7 @@ import models
 import report
 import reward
 import rollout
+import runs
 import sandbox
 import sod_loss
 import tools
@@ -99,6 +100,7 @@ class Config:
     dump_every: int = 10  # sample trajectories as JSONL + HTML (0 = never)
     dump_episodes: int = 8
     resume: bool = False  # continue from out_dir's newest intact checkpoint
+    overwrite: bool = False  # a fresh run into an out_dir holding a run: remove that run's files first
     threads: int = 0  # CPU intra-op threads; 0 = the cores idle at start (common.set_threads)
     wandb_project: str | None = None  # log to wandb too (pip install wandb)
 
@@ -244,6 +246,8 @@ def main(argv=None):
     try:
         train(cfg, dist)
         torch.distributed.barrier()  # no rank tears the group down while another still uses it
+    except (KeyboardInterrupt, SystemExit) as e:  # one line, from rank 0, instead of a traceback per rank
+        runs.stopped(e, cfg.out_dir)
     finally:
         common.destroy_dist()
 
@@ -265,6 +269,7 @@ def train(cfg, dist):
     # shards. Sharded, the HF engine keeps its own copy (taken before sharding); in one CPU process the student stays
     # a plain module and the engine samples from its very parameters (no copy, the weight push finds them in place).
     ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
+    runs.claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, ckpt)
     student_path = models.resolve_model_path(os.path.join(ckpt, "model") if ckpt else cfg.student)
     student, tok = models.load_model(student_path)
     engine = rollout.make_engine(cfg.backend, student_path, tok, model=student, seed=cfg.seed + dist.rank,

@@ -5,8 +5,8 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # bottom to top; a module may import only modules of a lower level
-LEVELS = [("sod_loss", "sandbox", "common"), ("tools",), ("toy",), ("models",), ("data",), ("reward",), ("rollout",),
-          ("report",), ("train_sft", "train_sod", "eval")]
+LEVELS = [("sod_loss", "sandbox", "common", "runs"), ("tools",), ("toy",), ("models",), ("data",), ("reward",),
+          ("rollout",), ("report",), ("train_sft", "train_sod", "eval")]
 LEVEL = {m: i for i, ms in enumerate(LEVELS) for m in ms}
 
 
