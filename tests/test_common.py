@@ -185,17 +185,22 @@ def test_keep_last_prunes_only_after_the_new_checkpoint_is_complete(tmp_path, mo
         common.destroy_dist()
 
 
-def test_resolve_model_path(tmp_path):
+def test_resolve_model_path(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+    from safetensors.torch import save_file
     from transformers import Qwen3Config
     hf = tmp_path / "hf"
     hf.mkdir()
     Qwen3Config().save_pretrained(hf)
     run = tmp_path / "run"
-    for step in (3, 12):
+    for step in (3, 12):  # as much of a checkpoint as common.damage looks at
         (run / f"step_{step:06d}" / "model").mkdir(parents=True)
+        (run / f"step_{step:06d}" / "state.json").write_text("{}")
+        save_file({"w": torch.zeros(2)}, run / f"step_{step:06d}" / "model" / "model.safetensors")
     (run / ".tmp_step_000020").mkdir()  # an incomplete checkpoint is never picked
     assert models.resolve_model_path(str(hf)) == str(hf)
     assert models.resolve_model_path(str(run)) == str(run / "step_000012" / "model")
+    monkeypatch.setattr(HfApi, "model_info", lambda self, repo, **kw: None)  # a Hub that has every model
     assert models.resolve_model_path("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
     assert models.resolve_model_path("toy:tiny") == "toy:tiny" and models.resolve_model_path("shape:x") == "shape:x"
     for bad in (str(tmp_path), str(tmp_path / "missing"), "./out/nothing", "not-a-hub-id"):
