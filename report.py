@@ -114,15 +114,18 @@ def plot(out_dir):
     keys = ["reward", "acc", "val/acc", "loss", "w_mean", "w_lt_half", "d_mean", "tool_calls", "tool_error_rate",
             "response_len", "mismatch", "clip_frac"]
     keys = [k for k in keys if any(k in r for r in rows)]
-    fig, axes = plt.subplots((len(keys) + 3) // 4, 4, figsize=(16, 3.2 * ((len(keys) + 3) // 4)), squeeze=False)
+    if not keys:
+        raise SystemExit(f"plot: {path} holds no training step yet")
+    fig, axes = plt.subplots((len(keys) + 3) // 4, 4, figsize=(16, 3.2 * ((len(keys) + 3) // 4) + 0.4),
+                             squeeze=False, layout="constrained")
+    fig.suptitle(os.path.normpath(out_dir))  # the run, so that two runs' curves side by side are told apart
     for ax, k in zip(axes.flat, keys):
         pts = [(r["step"], r[k]) for r in rows if k in r]
         ax.plot(*zip(*pts), marker="." if len(pts) < 50 else None)
-        ax.set_title(k)
+        ax.set(title=k, xlabel="step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "curves.png"), dpi=100)
     print(f"plot: {os.path.join(out_dir, 'curves.png')}")
 
