@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--sod_steps", type=int, default=3)
     ap.add_argument("--student", default="toy:toy_student")
     ap.add_argument("--teacher", default="toy:toy_teacher")
+    ap.add_argument("--policies", default="default,set_threads", help="which of default,set_threads to measure")
     ap.add_argument("--child", choices=["sft", "sod"], help=argparse.SUPPRESS)
     ap.add_argument("--policy", choices=["default", "set_threads"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -70,13 +71,13 @@ def main():
     if args.child:
         return child(args)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    res = {}
+    res, policies = {}, args.policies.split(",")
     for busy in (False, True):
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
             time.sleep(2.0 if busy else 0.0)  # the neighbour is running when set_threads looks
             for work in ("sft", "sod"):
-                for policy in ("default", "set_threads"):
+                for policy in policies:
                     res[work, policy, busy] = r = measure(args, work, policy)
                     print(f"  {work} {policy:<11} {'busy' if busy else 'idle'}: {r['threads']} thread(s), step "
                           f"{r['step']:.2f} s, load average {r['load']:.1f}", flush=True)
@@ -87,9 +88,11 @@ def main():
     print(f"{cores} cores; one busy neighbour; toy SFT step ({args.student}, configs/toy_sft.py) and SOD step "
           f"({args.student} / {args.teacher}, 4 prompts x 4 rollouts of <= 96 tokens); slow-down = busy / idle step:")
     for work in ("sft", "sod"):
-        d0, d1, s0, s1 = (res[work, p, b]["step"] for p in ("default", "set_threads") for b in (False, True))
-        print(f"{work}: torch default {d1 / d0:.2f}x, set_threads {s1 / s0:.2f}x; set_threads / default: idle "
-              f"{s0 / d0:.2f}, busy {s1 / d1:.2f}")
+        step = {(p, b): res[work, p, b]["step"] for p in policies for b in (False, True)}
+        both = [f"set_threads / default: idle {step['set_threads', False] / step['default', False]:.2f}, busy "
+                f"{step['set_threads', True] / step['default', True]:.2f}"] if len(policies) == 2 else []
+        print(f"{work}: " + "; ".join([", ".join(f"{p} {step[p, True] / step[p, False]:.2f}x" for p in policies),
+                                       *both]))
 
 
 if __name__ == "__main__":

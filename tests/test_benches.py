@@ -16,6 +16,8 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (["bench_sod_step.py", "--steps", "2", "--rounds", "1", "--prompts", "2"], "best sod / best opd = "),
     (["bench_sandbox.py", "--n", "10", "--n_naive", "3", "--as_root_only"], "sympy       2 |"),
     (["bench_rollout.py", "--model", "toy:tiny", "--repeats", "1", "--speedup", "2000"], "continuous/sync: sim-paper"),
+    (["bench_threads.py", "--sft_steps", "2", "--sod_steps", "2", "--student", "toy:tiny", "--teacher", "toy:tiny",
+      "--policies", "set_threads"], "sod: set_threads "),
 ])
 def test_bench_runs(args, last, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(BENCH, args[0]), *args[1:]], cwd=tmp_path, capture_output=True,
