@@ -27,16 +27,17 @@ t0=$SECONDS
 sft() {  # name, size, steps, lr, options...: SFT then its evaluation, each skipped when its output exists
     local name=$1 size=$2 steps=$3 lr=$4
     shift 4
-    compgen -G "$OUT/$name/step_*" > /dev/null || python train_sft.py --config configs/toy_sft.py --model "toy:$size" \
-        --out_dir "$OUT/$name" --max_steps "$steps" --lr "$lr" "$@" > "$OUT/$name.log" 2>&1
+    # done only when its last step is saved; a stopped SFT resumes (or, with no checkpoint yet, starts over)
+    [ -d "$OUT/$name/step_$(printf %06d "$steps")" ] || python train_sft.py --config configs/toy_sft.py --resume \
+        --model "toy:$size" --out_dir "$OUT/$name" --max_steps "$steps" --lr "$lr" "$@" >> "$OUT/$name.log" 2>&1
     [ -f "$OUT/eval_$name/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$name" --out_dir "$OUT/eval_$name" \
         >> "$OUT/$name.log" 2>&1
     echo "toy.sh: $name trained and evaluated ($((SECONDS - t0)) s; log $OUT/$name.log)"
 }
 
-rl() {  # run name, teacher, algo, seed: RL from the student, then its evaluation, each skipped when it exists
-    compgen -G "$OUT/$1/step_*" > /dev/null || python train_sod.py "${RL[@]}" --student "$OUT/student_sft" \
-        --teacher "$OUT/$2" --algo "$3" --seed "$4" --out_dir "$OUT/$1" > "$OUT/$1.log" 2>&1
+rl() {  # run name, teacher, algo, seed: RL from the student (resumed if stopped, at once if done), its evaluation
+    python train_sod.py "${RL[@]}" --resume --student "$OUT/student_sft" --teacher "$OUT/$2" --algo "$3" --seed "$4" \
+        --out_dir "$OUT/$1" >> "$OUT/$1.log" 2>&1
     [ -f "$OUT/eval_$1/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$1" --out_dir "$OUT/eval_$1" \
         >> "$OUT/$1.log" 2>&1
     echo "toy.sh: $1 trained and evaluated ($((SECONDS - t0)) s; log $OUT/$1.log)"
@@ -60,8 +61,8 @@ else
     wait $a
     wait $b
     RUN=$(python toy.py run_name A "$ALGO" "$SEED")
-    compgen -G "$OUT/$RUN/step_*" > /dev/null || python train_sod.py "${RL[@]}" \
-        --student "$OUT/student_sft" --teacher "$OUT/teacher_sft" --algo "$ALGO" --seed "$SEED" --out_dir "$OUT/$RUN"
+    python train_sod.py "${RL[@]}" --resume --student "$OUT/student_sft" --teacher "$OUT/teacher_sft" --algo "$ALGO" \
+        --seed "$SEED" --out_dir "$OUT/$RUN"
     [ -f "$OUT/eval_$RUN/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$RUN" --out_dir "$OUT/eval_$RUN"
     python train_sod.py --plot "$OUT/$RUN"
     python toy.py summary "$OUT" "$RUN"
