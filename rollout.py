@@ -63,7 +63,8 @@ def turn_seed(seed, episode, turn):
 def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, temperature=1.0, top_p=1.0,
             execute=None, tools=None, mode="continuous", seed=None):
     """One episode per prompt; an episode ends on a turn without a tool call (its answer), at max_turns, when the
-    response reaches max_response_len tokens (overlong), or when the tool protocol ends it (malformed).
+    response reaches max_response_len tokens (overlong), or when the tool protocol ends it (malformed). An engine
+    with a `max_model_len` (vLLM) lowers that budget to what fits (train_sod sizes it so that this never binds).
 
     continuous: an episode's turn goes to the tool pool the moment the engine returns it, and its next turn is
     submitted the moment its own tool results are back, while the other episodes keep decoding. sync: each turn
@@ -80,21 +81,25 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
     seed = int(torch.randint(2**62, ())) if seed is None else seed
     im_end, eos = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
     eps = [Episode(list(p), list(p), [0] * len(p), [0.0] * len(p)) for p in prompt_ids_list]
+    limit = getattr(engine, "max_model_len", None) or float("inf")  # a turn cut there would be no overlong cut
+    budget = [min(max_response_len, limit - len(p)) for p in prompt_ids_list]  # response tokens, per episode
+    if min(budget, default=1) < 1:
+        raise ValueError(f"rollout: a prompt leaves no room to respond within the engine's max_model_len {limit}")
 
     def submit(i):
-        engine.submit(i, eps[i].ids, max_response_len - eps[i].response_len, temperature, top_p,
+        engine.submit(i, eps[i].ids, budget[i] - eps[i].response_len, temperature, top_p,
                       turn_seed(seed, i, eps[i].num_turns))
 
     def sampled(i, new, lps):  # a turn is back from the engine: record it, return True when its tools should run
-        ep, budget = eps[i], max_response_len - eps[i].response_len
-        new, lps = list(new[:budget]), list(lps[:budget])
+        ep = eps[i]
+        new, lps = list(new[:budget[i] - ep.response_len]), list(lps[:budget[i] - ep.response_len])
         ep.ids += new
         ep.mask += [1] * len(new)
         ep.sampler_logp += lps
         ep.num_turns += 1
         ep.turns.append({"text": tokenizer.decode(new), "calls": [], "observations": [], "status": []})
         if not new or new[-1] not in (im_end, eos):  # cut by the length limit (or the engine's max tokens)
-            ep.overlong, ep.finish = ep.response_len >= max_response_len, "length"
+            ep.overlong, ep.finish = ep.response_len >= budget[i], "length"
         elif new[-1] == eos:  # a turn that ends the document ends the episode: nothing to append to
             ep.finish = "answer"
         elif ep.num_turns == max_turns:  # the last turn's calls never run: no turn is left to read their results
@@ -116,7 +121,7 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
         ep.tool_timeouts += res["status"].count("timeout")
         if res["end"]:
             ep.finish = "malformed"
-        elif ep.response_len + len(obs_ids) >= max_response_len:  # no room to answer after the tool output
+        elif ep.response_len + len(obs_ids) >= budget[i]:  # no room to answer after the tool output
             ep.overlong, ep.finish = True, "length"
         else:
             ep.ids += obs_ids
@@ -156,8 +161,7 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
 
 
 def retokenize_drift(episodes, tokenizer):
-    """Share of episodes whose text would not re-encode to the same ids: what a re-rendering pipeline would
-    silently get wrong (and this one avoids by never re-rendering)."""
+    """Share of episodes whose text would not re-encode to the same ids (what re-rendering would get wrong)."""
     bad = sum(tokenizer.encode(tokenizer.decode(e.ids), add_special_tokens=False) != e.ids for e in episodes)
     return bad / max(len(episodes), 1)
 
@@ -208,8 +212,7 @@ def checked_weights(named_tensors, params):
     name the engine lacks, a shape mismatch, or, once exhausted, a parameter no name covered is an error."""
     covered = set()
     for name, t in named_tensors:
-        p = params.get(name)
-        if p is None:
+        if (p := params.get(name)) is None:
             raise KeyError(f"rollout: the engine's model has no parameter {name!r}")
         if p.shape != t.shape:
             raise ValueError(f"rollout: {name} has shape {tuple(t.shape)}, the engine's is {tuple(p.shape)}")
@@ -241,8 +244,7 @@ class HFEngine(Engine):
     episode's next turn only past its cached history) and merges them into the running batch, samples one token
     for every running turn (each from its own generator), drops the finished ones and runs one decode step. Left
     padding, explicit position ids; a turn stops at <|im_end|> or eos. On its own copy of the model, or, with
-    `share=True`, on `model` itself (a trainer that updates it in place and never shards it). Why not transformers'
-    continuous batching, and where the dense cache stops being usable: docs/rollouts.md."""
+    `share=True`, on `model` itself (a trainer that updates it in place and never shards it): docs/rollouts.md."""
 
     def __init__(self, model, tokenizer, device="cpu", share=False):
         device = torch.device(device)
@@ -378,18 +380,17 @@ class VLLMEngine(Engine):
         from transformers import AutoConfig, AutoModelForCausalLM
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: weights reachable
         from vllm import LLM
-        launcher = "external_launcher" if dist.is_available() and dist.is_initialized() else None
         self.llm = LLM(model=model_path, dtype="bfloat16", seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_sleep_mode=True, enable_prefix_caching=True,
                        logprobs_mode="raw_logprobs", generation_config="vllm",  # no sampling defaults from the model
-                       distributed_executor_backend=launcher, tensor_parallel_size=1)
+                       distributed_executor_backend="external_launcher" if dist.is_initialized() else None)
         with torch.device("meta"):  # the names and shapes load_weights accepts: the HF model's, built without memory
             ref = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
         self.params = dict(ref.named_parameters(remove_duplicate=False))
         self.stop = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-        self.asleep = set()  # which of "weights", "kv_cache" are released
-        self.pending, self.requests = {}, 0  # request id -> key; requests submitted so far (for unique ids)
-        self.device = "cuda"  # where the pushed weights go (this rank's GPU)
+        # which of "weights", "kv_cache" are released; request id -> key; requests submitted so far (unique ids)
+        self.asleep, self.pending, self.requests = set(), {}, 0
+        self.device, self.max_model_len = "cuda", max_model_len  # where pushed weights go; what rollout() fits in
 
     def submit(self, key, ids, max_new_tokens, temperature, top_p, seed):
         from vllm.inputs import tokens_input
@@ -398,19 +399,18 @@ class VLLMEngine(Engine):
         sp = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed, logprobs=0,
                             stop_token_ids=self.stop, skip_special_tokens=False, detokenize=False,
                             output_kind=RequestOutputKind.FINAL_ONLY)
-        rid = f"turn-{self.requests}"
-        self.requests += 1
+        rid, self.requests = f"turn-{self.requests}", self.requests + 1
         self.llm.llm_engine.add_request(rid, tokens_input(list(ids)), sp)
         self.pending[rid] = key
 
     def poll(self):
         out = []
-        for o in self.llm.llm_engine.step():
-            if o.finished:
-                c = o.outputs[0]
-                lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]  # logprobs=0: just the sampled token
-                out.append((self.pending.pop(o.request_id), list(c.token_ids), lps,
-                            "stop" if c.finish_reason == "stop" else "length"))
+        for o in self.llm.llm_engine.step():  # FINAL_ONLY: finished requests only, each with its whole output
+            c = o.outputs[0]
+            if c.finish_reason not in ("stop", "length"):  # abort, error, repetition (v1/engine/__init__.py)
+                raise RuntimeError(f"rollout: vLLM turn {o.request_id} finished with {c.finish_reason!r}")
+            lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]  # logprobs=0: just the sampled token
+            out.append((self.pending.pop(o.request_id), list(c.token_ids), lps, c.finish_reason))
         return out
 
     def update_weights(self, named_tensors):
@@ -452,9 +452,7 @@ def make_engine(backend, model_path, tokenizer, model=None, seed=0, gpu_memory_u
     print(f"rollout: {backend} engine ({why}){'' if backend == 'vllm' else ' on ' + device}", flush=True)
     if backend == "vllm":
         return VLLMEngine(model_path, tokenizer, seed, gpu_memory_utilization, max_model_len)
-    if model is None:
-        model, _ = models.load_model(model_path)
-    return HFEngine(model, tokenizer, device, share=share)
+    return HFEngine(models.load_model(model_path)[0] if model is None else model, tokenizer, device, share=share)
 
 # -----------------------------------------------------------------------------
 # Command line: roll out a few toy problems and print them

@@ -12,9 +12,11 @@ the prompt set, or `max_steps` steps if that comes first (0: epochs decide).
     python train_sod.py --plot out/toy/sod                                         # curves -> out/toy/sod/curves.png
 """
 
+import contextlib
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,6 +238,37 @@ def quantiles(x, qs=(0.1, 0.5, 0.9)):
     return [float(v) for v in np.quantile(x, qs)] if len(x) else [float("nan")] * len(qs)
 
 
+@contextlib.contextmanager
+def rank_local(what):
+    """A phase whose work is each rank's own: if it raises on any rank, the failed ranks print their traceback and all
+    stop (SystemExit), instead of waiting for it in their next collective (docs/multi_gpu.md#when-a-rank-fails)."""
+    failed = False
+    try:
+        yield
+    except Exception:
+        print(f"[rank {os.environ['RANK']}] {what} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        failed = True
+    flags = torch.zeros(torch.distributed.get_world_size(), dtype=torch.int64)  # one per rank, reduced by gloo
+    flags[torch.distributed.get_rank()] = failed
+    if bad := common.all_reduce_sum(flags).nonzero()[:, 0].tolist():
+        raise SystemExit(f"rank(s) {bad} failed in {what}; stopping (their traceback is above)")
+
+
+def run(fn):
+    """Run main, then end the process unfinalized (common.exit_process) whatever happened: a failed rank must not
+    linger (destroy_process_group can block on NCCL peers) while the others wait for it."""
+    try:
+        fn()
+    except SystemExit as e:  # a message for the user, or rank_local's verdict: said as Python says it
+        if not isinstance(e.code, int | None):
+            print(e.code, file=sys.stderr)
+        common.exit_process(e.code or 0 if isinstance(e.code, int | None) else 1)
+    except BaseException:
+        traceback.print_exc()
+        common.exit_process(1)
+    common.exit_process()
+
+
 # -----------------------------------------------------------------------------
 
 def main(argv=None):
@@ -248,8 +281,7 @@ def main(argv=None):
         torch.distributed.barrier()  # no rank tears the group down while another still uses it
     except (KeyboardInterrupt, SystemExit) as e:  # one line, from rank 0, instead of a traceback per rank
         runs.stopped(e, cfg.out_dir)
-    finally:
-        common.destroy_dist()
+    common.destroy_dist()  # after a failure run() exits without it: it can block on peers stuck in NCCL
 
 
 def train(cfg, dist):
@@ -272,9 +304,17 @@ def train(cfg, dist):
     runs.claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, ckpt)
     student_path = models.resolve_model_path(os.path.join(ckpt, "model") if ckpt else cfg.student)
     student, tok = models.load_model(student_path)
+    # data: each rank owns whole prompt groups. Prompts are filtered without the tool schema (the original's filter)
+    # but rolled out with it: vLLM's max_model_len is sized from them as rolled out, so no turn ever reaches it
+    problems = load_problems(cfg.data, tok, cfg.max_prompt_len, seed=cfg.seed)
+    val = load_problems(cfg.val_bench, tok, cfg.max_prompt_len, cfg.val_limit, bench=True) if cfg.val_bench else []
+    max_model_len = max(len(p["prompt_ids"]) for p in problems + val) + cfg.max_response_len
+    print0(f"rollout: max_model_len {max_model_len} (the longest prompt with tools + max_response_len)")
+    if max_model_len > student.config.max_position_embeddings:
+        raise SystemExit(f"config: {max_model_len} tokens of prompt + response exceed the model's positions")
     engine = rollout.make_engine(cfg.backend, student_path, tok, model=student, seed=cfg.seed + dist.rank,
-                                 gpu_memory_utilization=cfg.gpu_memory_utilization,
-                                 max_model_len=cfg.max_prompt_len + cfg.max_response_len, share=not common.shards(dist))
+                                 gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=max_model_len,
+                                 share=not common.shards(dist))
     student = common.wrap_fsdp(student, dist, compile=cfg.compile,
                                activation_checkpointing=cfg.activation_checkpointing)
     # the weights the trainer computes with (wrap_fsdp's param dtype) are the ones the engine samples with
@@ -289,10 +329,6 @@ def train(cfg, dist):
         teacher = common.wrap_fsdp(teacher, dist, offload=cfg.offload_teacher)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     start = common.load_checkpoint(ckpt, student, opt)["step"] if ckpt else 0
-
-    # data: each rank owns whole prompt groups, so GRPO statistics never cross ranks
-    problems = load_problems(cfg.data, tok, cfg.max_prompt_len, seed=cfg.seed)
-    val = load_problems(cfg.val_bench, tok, cfg.max_prompt_len, cfg.val_limit, bench=True) if cfg.val_bench else []
     per_epoch = len(problems) // cfg.prompts_per_step
     max_steps = min(cfg.max_steps or cfg.epochs * per_epoch, cfg.epochs * per_epoch)
     execute = sandbox.make_executor(cfg.sandbox_url, tools.protocol_of(cfg).memory_mb)
@@ -314,8 +350,9 @@ def train(cfg, dist):
         # ---- eval (before the step, so step 1 reports the starting point)
         if val and cfg.eval_every and (step - 1) % cfg.eval_every == 0:
             t0 = time.time()
-            mine = val[dist.rank::dist.world_size]
-            eps = sample_episodes(engine, tok, mine, cfg.val_k, cfg, cfg.val_temperature, cfg.val_top_p, execute)
+            with rank_local("eval"):
+                eps = sample_episodes(engine, tok, val[dist.rank::dist.world_size], cfg.val_k, cfg,
+                                      cfg.val_temperature, cfg.val_top_p, execute)
             tot = common.all_reduce_sum(torch.tensor([sum(bool(e.acc) for e in eps), len(eps)], dtype=torch.float64))
             m["val/acc"] = (tot[0] / tot[1]).item()
             times["eval"] = time.time() - t0
@@ -324,8 +361,9 @@ def train(cfg, dist):
         # ---- rollouts with tool calls, graded
         t0 = time.time()
         batch = batch_problems(problems, step, cfg.prompts_per_step, cfg.seed)[dist.rank * per_rank:][:per_rank]
-        eps = sample_episodes(engine, tok, batch, cfg.group_size, cfg, cfg.temperature, cfg.top_p, execute)
-        engine.sleep()  # training phases: the engine's weights and KV cache leave the GPU
+        with rank_local("rollout"):  # sampling, tools and grading: the longest rank-local phase
+            eps = sample_episodes(engine, tok, batch, cfg.group_size, cfg, cfg.temperature, cfg.top_p, execute)
+            engine.sleep()  # training phases: the engine's weights and KV cache leave the GPU
         times["rollout"] = time.time() - t0
 
         # ---- scoring: old log-probs (student) and teacher log-probs on the very same ids, by training forwards.
@@ -434,10 +472,11 @@ def train(cfg, dist):
                f"{m['mismatch']:.4f} | " + " ".join(f"{k} {v:.1f}s" for k, v in times.items()))
 
         # ---- trajectory dump (rank 0's episodes): JSONL for analysis, HTML for reading
-        if dist.is_main and cfg.dump_every and (step % cfg.dump_every == 0 or step == 1):
-            report.dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok,
-                        sod_loss.grpo_advantages(rewards, cfg.group_size), old, tea, stats,
-                        [batch[i // cfg.group_size] for i in range(min(cfg.dump_episodes, len(eps)))])
+        with rank_local("dump"):  # the others wait for rank 0's disk here, not in a collective
+            if dist.is_main and cfg.dump_every and (step % cfg.dump_every == 0 or step == 1):
+                report.dump(cfg.out_dir, step, eps[:cfg.dump_episodes], tok,
+                            sod_loss.grpo_advantages(rewards, cfg.group_size), old, tea, stats,
+                            [batch[i // cfg.group_size] for i in range(min(cfg.dump_episodes, len(eps)))])
 
         # ---- checkpoint
         if (cfg.save_every and step % cfg.save_every == 0) or step == max_steps:
@@ -449,5 +488,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--plot":
         report.plot(sys.argv[2])
     else:
-        main()
-        common.exit_process()
+        run(main)

@@ -1,8 +1,8 @@
 """Runs train_sod.main under `python` or `torchrun` (tests/test_sod.py), with a scripted rollout engine or the real
 HF engine.
 
-    python tests/sod_worker.py [--scripted | --lengths] [--sgd] [--dump_engine] -- --out_dir OUT --max_steps 2 ...
-    (everything after -- is train_sod's)
+    python tests/sod_worker.py [--scripted | --lengths | --fake_vllm] [--fail_rank=R] [--sgd] [--dump_engine] \
+        -- --out_dir OUT --max_steps 2 ...        (everything after -- is train_sod's)
 
 --scripted: every episode calls the tool once (`print(2 + 3)`) and then answers 5 or 6 (a coin flip from the turn's
 seed, which rollout draws from torch's global RNG, so resume must restore it). --lengths: the same script, but a pure
@@ -12,13 +12,22 @@ exactly the episodes that two do.
 Either engine reports the true log-probs of what it emits under its own copy of the student (the train-vs-sampler
 mismatch must be ~0) and behaves like vLLM's sleep mode: it refuses to sample while its weights or its KV cache
 sleep, and a weight update wakes the weights only. Its update_weights is strict, as the engine interface says.
+--fake_vllm: rollout.VLLMEngine on the vLLM stand-in (tests/fake_vllm.py), which runs a copy of the student: the
+same script, except that on rank 1 the first turn thinks on until only the tool call, its result and half of the
+answer fit in the tokens it may generate (max_tokens), so that its episode runs into the response budget.
+--fail_rank=R: the scripted engine raises RuntimeError("injected") on rank R at its first turn, and writes the time to
+OUT/failed_at.
 --sgd: plain SGD instead of AdamW, so the update is linear in the gradient (no Adam sign-flips of ~0 gradients).
 --dump_engine: each rank writes its engine's weights to OUT/engine_rank{r}.pt at the end (the real HF engine).
-Every call of train_sod.micro_batches appends its number of groups to OUT/micro_batches_rank{r}.txt.
+Every call of train_sod.micro_batches appends its number of groups to OUT/micro_batches_rank{r}.txt, every call of
+train_sod.sample_episodes each episode's finish, overlong and lengths to OUT/episodes_rank{r}.jsonl.
 """
 import copy
+import json
 import os
 import sys
+import tempfile
+import time
 
 import torch
 
@@ -30,12 +39,16 @@ TURN_2 = "<think>\nIt printed it.\n</think>\n\nThe answer is \\boxed{%d}.<|im_en
 
 
 class ScriptedEngine:
-    def __init__(self, model, tok, path, deterministic):
+    def __init__(self, model, tok, path, deterministic, fail=False, out_dir=None):
         self.model, self.tok, self.deterministic = copy.deepcopy(model).eval(), tok, deterministic
-        self.asleep, self.done = set(), []
+        self.asleep, self.done, self.fail, self.out_dir = set(), [], fail, out_dir
         print(f"scripted engine: model path {path}", flush=True)
 
     def submit(self, key, p, max_new_tokens, temperature, top_p, seed):
+        if self.fail:
+            with open(os.path.join(self.out_dir, "failed_at"), "w") as f:
+                f.write(str(time.time()))
+            raise RuntimeError("injected")
         if self.asleep:
             raise RuntimeError(f"engine: sampling while {sorted(self.asleep)} asleep (vLLM would wait forever)")
         first = self.tok.decode(p).count("<tool_response>") == 0
@@ -74,19 +87,52 @@ class ScriptedEngine:
         self.asleep = set()
 
 
+def fake_vllm_engine(model, tok, kw):
+    from fake_vllm import FakeVLLM
+
+    import rollout
+    import tools
+    call, answer = TURN_1 % "", TURN_2 % 5
+    n = lambda text: len(tok.encode(text, add_special_tokens=False))
+    obs = len(tools.tool_response_ids(tok, ["5"], tools.tool_protocol("clean")))
+
+    def policy(ids, sp):
+        if "<tool_response>" in tok.decode(ids):
+            return answer
+        room = sp.max_tokens - n(call) - obs - n(answer) // 2  # " a" is one token
+        return TURN_1 % (" a" * room) if os.environ.get("RANK") == "1" else call
+
+    FakeVLLM(tok, model, policy).install()
+    path = tempfile.mkdtemp(prefix="fake_vllm_")
+    model.config.save_pretrained(path)  # what VLLMEngine reads the parameter names from
+    engine = rollout.VLLMEngine(path, tok, kw["seed"], kw["gpu_memory_utilization"], kw["max_model_len"])
+    engine.device = "cpu"
+    return engine
+
+
 def install(args, out_dir):
     import rollout
     import train_sod
-    engines = []
-    real_make, real_mb = rollout.make_engine, train_sod.micro_batches
+    engines, rank = [], os.environ.get("RANK", "0")
+    real_make, real_mb, real_sample = rollout.make_engine, train_sod.micro_batches, train_sod.sample_episodes
+    fail = any(a == f"--fail_rank={rank}" for a in args)
 
     def make_engine(backend, path, tok, model=None, **kw):
         assert path.startswith("toy:") or os.path.isfile(os.path.join(path, "config.json")), path  # loadable as is
         if "--scripted" in args or "--lengths" in args:
-            engines.append(ScriptedEngine(model, tok, path, "--lengths" in args))
+            engines.append(ScriptedEngine(model, tok, path, "--lengths" in args, fail, out_dir))
+        elif "--fake_vllm" in args:
+            engines.append(fake_vllm_engine(model, tok, kw))
         else:
             engines.append(real_make(backend, path, tok, model=model, **kw))
         return engines[-1]
+
+    def sample_episodes(*a, **kw):
+        eps = real_sample(*a, **kw)
+        with open(os.path.join(out_dir, f"episodes_rank{rank}.jsonl"), "a") as f:
+            f.writelines(json.dumps(dict(finish=e.finish, overlong=e.overlong, response_len=e.response_len,
+                                         prompt_len=len(e.prompt_ids))) + "\n" for e in eps)
+        return eps
 
     def micro_batches(lengths, max_tokens):
         groups = real_mb(lengths, max_tokens)
@@ -95,6 +141,7 @@ def install(args, out_dir):
         return groups
 
     rollout.make_engine, train_sod.micro_batches = make_engine, micro_batches
+    train_sod.sample_episodes = sample_episodes
     if "--sgd" in args:
         torch.optim.AdamW = lambda params, lr, **kw: torch.optim.SGD(params, lr=lr)
     return engines
@@ -106,8 +153,9 @@ if __name__ == "__main__":
     out_dir = argv[argv.index("--out_dir") + 1]
     engines = install(flags, out_dir)
     import train_sod
-    train_sod.main(argv)
-    if "--dump_engine" in flags:
-        torch.save(engines[0].model.state_dict(), os.path.join(out_dir, f"engine_rank{os.environ.get('RANK', '0')}.pt"))
-    import common
-    common.exit_process()  # as train_sod.py ends: no gloo thread meets interpreter finalization
+
+    def main():
+        train_sod.main(argv)
+        if "--dump_engine" in flags:
+            torch.save(engines[0].model.state_dict(), os.path.join(out_dir, f"engine_rank{os.environ['RANK']}.pt"))
+    train_sod.run(main)  # as train_sod.py ends: a failed rank exits at once, no gloo thread meets finalization

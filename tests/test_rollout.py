@@ -605,6 +605,29 @@ def test_vllm_engine_sleep_wake_and_weights(tok, model, fake_vllm):
         eng.update_weights((k, v) for k, v in sd.items() if k != "model.norm.weight")
 
 
+@pytest.mark.parametrize("room", [30, 50])
+def test_vllm_engine_a_long_episode_ends_as_length_within_max_model_len(tok, fake_vllm, room):
+    """max_model_len leaves `room` < max_response_len tokens after the prompt. A first turn (23-25 tokens) fits,
+    then: room 30, the tool result does not, and submitting the next turn would make vLLM raise (a prompt of
+    >= max_model_len); room 50, the next turn fits but vLLM would cap it at max_model_len, a cut the budget never
+    saw. Either way the episode must end as a length cut, overlong, with no turn submitted past the limit."""
+    p = prompt(tok)
+    eng = rollout.VLLMEngine(fake_vllm.path, tok, max_model_len=len(p) + room)
+    for ep in rollout.rollout(eng, tok, [p, p], max_turns=6, max_response_len=200, execute=fake_exec, seed=3):
+        assert ep.num_turns == 1 + (room == 50) and ep.finish == "length" and ep.overlong
+        assert ep.response_len <= room and len(ep.ids) <= len(p) + room
+    with pytest.raises(ValueError, match="no room"):  # a prompt that leaves nothing: before any turn is submitted
+        rollout.rollout(eng, tok, [p + [5] * room], max_turns=2, max_response_len=200, execute=fake_exec)
+
+
+def test_vllm_engine_refuses_a_turn_vllm_ended_otherwise(tok, fake_vllm):
+    """vLLM has five finish reasons (v1/engine/__init__.py): "abort", "error" and "repetition" are no length cut."""
+    eng = rollout.VLLMEngine(fake_vllm.path, tok)
+    fake_vllm.force_finish = "abort"
+    with pytest.raises(RuntimeError, match="'abort'"):
+        eng.generate([prompt(tok)], 20)
+
+
 def test_make_engine(tok, model, capsys):
     eng = rollout.make_engine("hf", "unused", tok, model=model)
     assert isinstance(eng, rollout.HFEngine) and "rollout: hf engine" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -93,12 +94,14 @@ TOY = ["--student", "toy:tiny", "--teacher", "toy:toy_student", "--data", "toy",
        "--dump_every", "1", "--micro_batch_tokens", "4096", "--tool_timeout", "5", "--overlong_buffer", "16"]
 
 
-def run_sod(out, *extra, nproc=1, flags=("--scripted",)):
+def run_sod(out, *extra, nproc=1, flags=("--scripted",), check=True):
     args = [WORKER, *flags, "--", "--out_dir", str(out), *TOY, *extra]
     cmd = [sys.executable, *args] if nproc == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=400)
+    if not check:
+        return r
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))], r.stdout
 
@@ -191,3 +194,30 @@ def test_two_processes_real_engine_every_rank_gets_the_weights(tmp_path):
         assert all(torch.equal(engine[k], trained[k]) for k in trained), rank
     # step 2 samples with the weights pushed after step 1, on both ranks: max over ranks, and each rank
     assert rows[1]["mismatch"] < 1e-4 and len(rows[1]["mismatch_ranks"]) == 2
+
+
+def test_two_processes_a_long_episode_ends_as_length_on_vllm(tmp_path):
+    # the vLLM stand-in, 2 processes. Prompts are filtered by their length without the tool schema (the original's
+    # filter) but rolled out with it (+175 tokens here, +148 with Qwen3's template); on rank 1 every episode's first
+    # turn thinks until its tool call and result leave 9 tokens of the response budget. vLLM's max_model_len must
+    # hold the longest prompt as rolled out plus max_response_len, or a turn overruns it: vLLM raises on that rank
+    # alone (a prompt of >= max_model_len tokens), or cuts a turn short without the episode counting as overlong
+    rows, log = run_sod(tmp_path, "--max_steps", "1", "--max_prompt_len", "60", "--max_response_len", "160",
+                        "--mini_batch_prompts", "2", nproc=2, flags=("--fake_vllm",))
+    assert "(0 dropped as longer than 60)" in log  # 60 is above every toy prompt as the filter measures it
+    eps = [[json.loads(line) for line in open(tmp_path / f"episodes_rank{r}.jsonl")] for r in (0, 1)]
+    assert len(eps[0]) == len(eps[1]) == 2 and min(e["prompt_len"] for e in eps[0] + eps[1]) > 200
+    assert all(e["finish"] == "answer" and not e["overlong"] for e in eps[0])
+    assert all(e["finish"] == "length" and e["overlong"] and e["response_len"] == 160 for e in eps[1]), eps[1]
+    assert rows[0]["overlong"] == 0.5
+
+
+def test_a_failure_on_one_rank_ends_every_rank_with_its_traceback(tmp_path):
+    # rank 1's engine raises at its first turn while rank 0 rolls out: rank 0 must not wait for it in the next
+    # collective (up to the process-group timeout when the failed process lingers: multi-node, NCCL teardown)
+    r = run_sod(tmp_path, "--max_steps", "2", "--mini_batch_prompts", "2", nproc=2,
+                flags=("--scripted", "--fail_rank=1"), check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and time.time() - float(open(tmp_path / "failed_at").read()) < 60, out[-3000:]
+    assert "[rank 1] rollout failed:" in out and 'raise RuntimeError("injected")' in out, out[-3000:]
+    assert "rank(s) [1] failed in rollout; stopping" in out, out[-3000:]
