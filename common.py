@@ -148,7 +148,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def init_dist(device="auto"):
+def init_dist(device="auto", timeout_s=1800):
     """Initialise the process group (a world of one under plain `python`) and pick the device. Prints the choice."""
     if "RANK" not in os.environ:  # plain `python script.py`: a one-process group, so FSDP2 runs the same code
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
@@ -163,10 +163,10 @@ def init_dist(device="auto"):
     if not tdist.is_initialized():
         # on CUDA, gloo too: the scripts reduce small CPU tensors (counts, metrics), which NCCL cannot carry
         tdist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None,
-                                 timeout=datetime.timedelta(minutes=30))
+                                 timeout=datetime.timedelta(seconds=timeout_s))  # the wait for the slowest rank
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM ends a run as Ctrl-C does (stopped)
     dist = Dist(rank, world, local, dev)
-    print0(f"dist: world {world}, backend {tdist.get_backend()}, device {dev.type}, "
+    print0(f"dist: world {world}, backend {tdist.get_backend()}, device {dev.type}, timeout {timeout_s / 60:.0f} min, "
            f"params fp32 / compute {'bf16' if use_cuda else 'fp32 (no CUDA: no bf16 autocast)'}")
     return dist
 

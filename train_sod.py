@@ -254,6 +254,14 @@ def rank_local(what):
         raise SystemExit(f"rank(s) {bad} failed in {what}; stopping (their traceback is above)")
 
 
+def collective_timeout(cfg, world):
+    """The process-group timeout: above the skew the protocol allows between healthy ranks (every tool call and code
+    test timing out, 50 ms per decode step), 2 h 50 min for the paper's run, 30 min at least (docs/multi_gpu.md)."""
+    tool_s = tools.protocol_of(cfg).timeout + (30 if cfg.sandbox_url else 0)  # SandboxFusion's request waits +30 s
+    grading = 0 if cfg.data == "toy" else cfg.prompts_per_step * cfg.group_size // world * 2 * reward.CODE_TIMEOUT
+    return max(1800, (cfg.max_turns - 1) * tool_s + cfg.max_response_len * 0.05 + grading + 600)
+
+
 def run(fn):
     """Run main, then end the process unfinalized (common.exit_process) whatever happened: a failed rank must not
     linger (destroy_process_group can block on NCCL peers) while the others wait for it."""
@@ -275,7 +283,7 @@ def main(argv=None):
     cfg = common.parse_config(Config, argv)
     if cfg.algo not in sod_loss.ALGOS:
         raise SystemExit(f"config: --algo must be one of {', '.join(sod_loss.ALGOS)}, not {cfg.algo!r}")
-    dist = common.init_dist()
+    dist = common.init_dist(timeout_s=collective_timeout(cfg, int(os.environ.get("WORLD_SIZE", "1"))))
     try:
         train(cfg, dist)
         torch.distributed.barrier()  # no rank tears the group down while another still uses it

@@ -84,6 +84,16 @@ def test_configs_parse(name):
         assert (cfg.epochs, cfg.max_steps, cfg.save_every, cfg.keep_last) == (1, 0, 10, 3)
 
 
+
+def test_collective_timeout_covers_the_protocols_worst_case():
+    paper = common.parse_config(train_sod.Config, ["--config", os.path.join(ROOT, "configs", "qwen3_0.6b.py")])
+    # 15 turns of a 60 s call, 20,480 decode steps of 50 ms, 128 code episodes graded in 2 rounds of 30 s, + 10 min
+    assert train_sod.collective_timeout(paper, 8) == 15 * 60 + 20480 * 0.05 + 128 * 60 + 600
+    assert train_sod.collective_timeout(dataclasses.replace(paper, sandbox_url="http://sandbox:8080"), 8) == \
+        15 * 90 + 20480 * 0.05 + 128 * 60 + 600
+    toy = common.parse_config(train_sod.Config, ["--config", os.path.join(ROOT, "configs", "toy.py")])
+    assert train_sod.collective_timeout(toy, 1) == 1800  # nothing to grade in a sandbox: the 30-minute floor
+
 # -----------------------------------------------------------------------------
 # Whole toy steps through train_sod.main (a subprocess each: the script owns its process group)
 
