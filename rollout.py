@@ -368,7 +368,7 @@ class VLLMEngine(Engine):
     initialised). From vLLM 0.33's source: turns go in through `llm_engine.add_request(id, tokens_input(ids), params)`
     (a plain TokensPrompt takes a deprecated path) with a unique id per turn and come out of `llm_engine.step()` when
     `finished` (FINAL_ONLY); `llm.generate()` is never mixed in. Prefix caching keeps resubmitted histories cheap.
-    `logprobs=0` with `logprobs_mode="raw_logprobs"` gives the sampled token's raw log-softmax, like the trainer's.
+    `logprobs=0` with `logprobs_mode="raw_logprobs"` gives the sampled token's raw log-softmax of fp32 logits.
     `sleep(level=1)` parks the weights in CPU memory, drops the KV cache and aborts requests in flight (so turns are
     drained first); the scheduler runs again only once both "weights" and "kv_cache" are woken. The model's
     `load_weights` (run in process through `apply_model`) takes HF names and fuses q/k/v and gate/up itself."""
@@ -383,6 +383,7 @@ class VLLMEngine(Engine):
         self.llm = LLM(model=model_path, dtype="bfloat16", seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_sleep_mode=True, enable_prefix_caching=True,
                        logprobs_mode="raw_logprobs", generation_config="vllm",  # no sampling defaults from the model
+                       hf_overrides={"head_dtype": "float32"},  # logits in fp32, as the trainer's (default: bf16)
                        distributed_executor_backend="external_launcher" if dist.is_initialized() else None)
         with torch.device("meta"):  # the names and shapes load_weights accepts: the HF model's, built without memory
             ref = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))

@@ -628,6 +628,30 @@ def test_vllm_engine_refuses_a_turn_vllm_ended_otherwise(tok, fake_vllm):
         eng.generate([prompt(tok)], 20)
 
 
+def trainer_logprobs(model, ids):
+    """The trainer's log-probs of ids[1:] (train_sod.sequence_logprobs' arithmetic: fp32 logits, chunked)."""
+    import common
+    import sod_loss
+    ids = torch.tensor([ids])
+    with torch.no_grad():
+        h = common.final_hidden_states(model, input_ids=ids)
+        return sod_loss.token_logprobs(h[:, :-1], model.lm_head.weight, ids[:, 1:])[0]
+
+
+def test_vllm_sampler_logprobs_are_the_trainers(tok, model, fake_vllm):
+    """vLLM 0.33 runs the lm_head in the model dtype (bf16) unless hf_overrides={"head_dtype": "float32"}
+    (config/model.py): every token would be sampled from bf16-rounded logits, and the mismatch metric would get a
+    floor that hides a failed weight push. The stand-in rounds the logits to bf16 unless the override is given."""
+    eng = rollout.VLLMEngine(fake_vllm.path, tok)
+    prompts = [prompt(tok, f"What is {i} * 7?") for i in range(3)]
+    eps = rollout.rollout(eng, tok, prompts, max_turns=4, max_response_len=300, execute=fake_exec, seed=5)
+    for ep in eps:
+        m = torch.tensor(ep.mask[1:], dtype=torch.bool)
+        err = (torch.tensor(ep.sampler_logp[1:])[m] - trainer_logprobs(model, ep.ids)[m]).abs().max()
+        assert m.sum() > 40 and err < 1e-5, err  # bf16 logits: ~1e-3 here
+    assert fake_vllm.kw["hf_overrides"] == {"head_dtype": "float32"}
+
+
 def test_make_engine(tok, model, capsys):
     eng = rollout.make_engine("hf", "unused", tok, model=model)
     assert isinstance(eng, rollout.HFEngine) and "rollout: hf engine" in capsys.readouterr().out
