@@ -368,7 +368,8 @@ class VLLMEngine(Engine):
     initialised). From vLLM 0.33's source: turns go in through `llm_engine.add_request(id, tokens_input(ids), params)`
     (a plain TokensPrompt takes a deprecated path) with a unique id per turn and come out of `llm_engine.step()` when
     `finished` (FINAL_ONLY); `llm.generate()` is never mixed in. Prefix caching keeps resubmitted histories cheap.
-    `logprobs=0` with `logprobs_mode="raw_logprobs"` gives the sampled token's raw log-softmax of fp32 logits.
+    `logprobs=0` with `logprobs_mode="raw_logprobs"` gives the sampled token's raw log-softmax of fp32 logits, and
+    `flat_logprobs` gives them as a few lists, not a dict and a Logprob per token.
     `sleep(level=1)` parks the weights in CPU memory, drops the KV cache and aborts requests in flight (so turns are
     drained first); the scheduler runs again only once both "weights" and "kv_cache" are woken. The model's
     `load_weights` (run in process through `apply_model`) takes HF names and fuses q/k/v and gate/up itself."""
@@ -398,7 +399,7 @@ class VLLMEngine(Engine):
         from vllm.sampling_params import RequestOutputKind, SamplingParams
         assert not self.asleep, f"rollout: sampling while vLLM's {sorted(self.asleep)} sleep (call wake_up first)"
         sp = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed, logprobs=0,
-                            stop_token_ids=self.stop, skip_special_tokens=False, detokenize=False,
+                            flat_logprobs=True, stop_token_ids=self.stop, skip_special_tokens=False, detokenize=False,
                             output_kind=RequestOutputKind.FINAL_ONLY)
         rid, self.requests = f"turn-{self.requests}", self.requests + 1
         self.llm.llm_engine.add_request(rid, tokens_input(list(ids)), sp)
@@ -410,7 +411,7 @@ class VLLMEngine(Engine):
             c = o.outputs[0]
             if c.finish_reason not in ("stop", "length"):  # abort, error, repetition (v1/engine/__init__.py)
                 raise RuntimeError(f"rollout: vLLM turn {o.request_id} finished with {c.finish_reason!r}")
-            lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs)]  # logprobs=0: just the sampled token
+            lps = [c.logprobs.logprobs[i] for i in c.logprobs.start_indices]  # each position's first: the sampled
             out.append((self.pending.pop(o.request_id), list(c.token_ids), lps, c.finish_reason))
         return out
 

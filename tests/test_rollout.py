@@ -652,6 +652,16 @@ def test_vllm_sampler_logprobs_are_the_trainers(tok, model, fake_vllm):
     assert fake_vllm.kw["hf_overrides"] == {"head_dtype": "float32"}
 
 
+def test_vllm_engine_reads_flat_logprobs(tok, fake_vllm):
+    """logprobs=0 without flat_logprobs builds a dict and a Logprob per generated token (vllm/logprobs.py), ~2.6M
+    objects per rank per step at the paper's size; the flat form is a few lists, read without building them."""
+    eng = rollout.VLLMEngine(fake_vllm.path, tok)
+    eps = rollout.rollout(eng, tok, [prompt(tok)] * 2, max_turns=4, max_response_len=300, execute=fake_exec, seed=5)
+    assert all(ep.finish == "answer" for ep in eps) and len(fake_vllm.params) == 6
+    assert all(sp.flat_logprobs and sp.logprobs == 0 for sp in fake_vllm.params)
+    assert fake_vllm.materialised == 0  # no position indexed or iterated: no dict, no Logprob
+
+
 def test_make_engine(tok, model, capsys):
     eng = rollout.make_engine("hf", "unused", tok, model=model)
     assert isinstance(eng, rollout.HFEngine) and "rollout: hf engine" in capsys.readouterr().out
