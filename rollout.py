@@ -363,16 +363,13 @@ class HFEngine(Engine):
 
 
 class VLLMEngine(Engine):
-    """vLLM's offline engine in the trainer's process (engine core in process), asleep while the trainer works. Under
-    torchrun each rank has its own engine (`external_launcher`, which reads RANK: only when torch.distributed is
-    initialised). From vLLM 0.33's source: turns go in through `llm_engine.add_request(id, tokens_input(ids), params)`
-    (a plain TokensPrompt takes a deprecated path) with a unique id per turn and come out of `llm_engine.step()` when
-    `finished` (FINAL_ONLY); `llm.generate()` is never mixed in. Prefix caching keeps resubmitted histories cheap.
-    `logprobs=0` with `logprobs_mode="raw_logprobs"` gives the sampled token's raw log-softmax of fp32 logits, and
-    `flat_logprobs` gives them as a few lists, not a dict and a Logprob per token.
-    `sleep(level=1)` parks the weights in CPU memory, drops the KV cache and aborts requests in flight (so turns are
-    drained first); the scheduler runs again only once both "weights" and "kv_cache" are woken. The model's
-    `load_weights` (run in process through `apply_model`) takes HF names and fuses q/k/v and gate/up itself."""
+    """vLLM 0.33 in the trainer's process (engine core in process), asleep while the trainer works; under torchrun
+    one engine per rank (`external_launcher`). Turns go in by `llm_engine.add_request(id, tokens_input(ids), params)`
+    (one id per turn) and come out of `llm_engine.step()` once finished (FINAL_ONLY); prefix caching keeps resubmitted
+    histories cheap. Log-probs: the sampled token's raw log-softmax of fp32 logits, read as flat lists. `sleep()`
+    (level 2) drops the weights and the KV cache and aborts requests in flight (turns are drained first); the next
+    push writes every weight, and the scheduler runs again once both are woken. The model's `load_weights` (through
+    `apply_model`) takes HF names and fuses q/k/v and gate/up. Each setting as read from vLLM: docs/rollouts.md."""
 
     def __init__(self, model_path, tokenizer, seed=0, gpu_memory_utilization=0.75, max_model_len=23040):
         import os
@@ -418,7 +415,7 @@ class VLLMEngine(Engine):
     def update_weights(self, named_tensors):
         """Full tensors by HF name, converted to bf16 on this GPU one at a time as vLLM's loader pulls them."""
         assert not self.pending, "rollout: weights changed while turns are in flight"
-        if "weights" in self.asleep:  # waking later would restore the parked (old) weights over the new ones
+        if "weights" in self.asleep:  # woken empty (slept at level 2): the push below writes every parameter
             self.llm.wake_up(tags=["weights"])
             self.asleep.discard("weights")
         weights = ((k, v.to(self.device, torch.bfloat16, non_blocking=True))
@@ -428,12 +425,14 @@ class VLLMEngine(Engine):
 
     def sleep(self):
         assert not self.pending, "rollout: sleep() with turns in flight would abort them"
-        self.llm.sleep(level=1)
+        self.llm.sleep(level=2)  # level 1 would copy the weights to host memory and back, for the push to overwrite
         self.asleep = {"weights", "kv_cache"}
 
     def wake_up(self):  # idempotent; wakes whatever still sleeps (the KV cache alone after a weight update)
         if self.asleep:
-            self.llm.wake_up(tags=sorted(self.asleep))
+            assert "weights" not in self.asleep, "rollout: vLLM dropped its weights: push them (update_weights) first"
+            if not self.llm.wake_up(tags=sorted(self.asleep)):
+                raise RuntimeError(f"rollout: vLLM did not wake fully from {sorted(self.asleep)}")
             self.asleep = set()
 
 

@@ -662,6 +662,27 @@ def test_vllm_engine_reads_flat_logprobs(tok, fake_vllm):
     assert fake_vllm.materialised == 0  # no position indexed or iterated: no dict, no Logprob
 
 
+def test_vllm_engine_sleeps_at_level_2(tok, model, fake_vllm):
+    """Level 1 copies the weights to pinned host memory and back only for the push to overwrite them; level 2 drops
+    them (v1/worker/gpu_worker.py), which is right while every wake of the weights is followed by a full push."""
+    eng = rollout.VLLMEngine(fake_vllm.path, tok)
+    eng.device = "cpu"
+    p = prompt(tok)
+    eng.generate([p], 50)
+    eng.sleep()
+    assert fake_vllm.log[-1] == ("sleep", 2)
+    with pytest.raises(AssertionError, match="update_weights"):  # waking them unpushed would sample from garbage
+        eng.wake_up()
+    eng.update_weights((k, v) for k, v in model.state_dict().items() if k != "lm_head.weight")
+    eng.wake_up()
+    assert eng.generate([p], 50)[0][2] == "stop"
+    llm = eng.llm  # the stand-in itself: weights woken from level 2 and never loaded do not sample
+    llm.sleep(level=2)
+    assert llm.wake_up() and fake_vllm.uninitialised
+    with pytest.raises(RuntimeError, match="never loaded"):
+        llm.llm_engine.step()
+
+
 def test_make_engine(tok, model, capsys):
     eng = rollout.make_engine("hf", "unused", tok, model=model)
     assert isinstance(eng, rollout.HFEngine) and "rollout: hf engine" in capsys.readouterr().out
