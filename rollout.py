@@ -11,6 +11,8 @@ turn at a time: `HFEngine` (transformers, our own continuous batching) and `VLLM
 
 import copy
 import inspect
+import os
+import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -346,8 +348,7 @@ class HFEngine(Engine):
 
     @torch.no_grad()
     def update_weights(self, named_tensors):
-        """Full tensors by HF name, any device and float dtype, each copied into the engine's parameter (converted
-        one at a time); a tied lm_head.weight may be absent (it is the embedding)."""
+        """Full tensors by HF name (any device, float dtype), copied one by one; a tied lm_head.weight may be absent."""
         assert not self.queue and not self.rows, "rollout: weights changed while turns are in flight"
         self.saved = {}  # the saved caches were computed by the old weights
         for name, t in checked_weights(named_tensors, self.params):
@@ -364,25 +365,25 @@ class HFEngine(Engine):
 
 class VLLMEngine(Engine):
     """vLLM 0.33 in the trainer's process (engine core in process), asleep while the trainer works; under torchrun
-    one engine per rank (`external_launcher`). Turns go in by `llm_engine.add_request(id, tokens_input(ids), params)`
-    (one id per turn) and come out of `llm_engine.step()` once finished (FINAL_ONLY); prefix caching keeps resubmitted
-    histories cheap. Log-probs: the sampled token's raw log-softmax of fp32 logits, read as flat lists. `sleep()`
-    (level 2) drops the weights and the KV cache and aborts requests in flight (turns are drained first); the next
-    push writes every weight, and the scheduler runs again once both are woken. The model's `load_weights` (through
-    `apply_model`) takes HF names and fuses q/k/v and gate/up. Each setting as read from vLLM: docs/rollouts.md."""
+    one engine per rank (`external_launcher`), built by every rank at the same point (collective). Its start-up
+    reseeds python/numpy/torch and sets torch to one thread (both undone here) and freezes the GC. Turns go in by
+    `add_request`, come out of `step()` once finished; log-probs: the raw log-softmax of fp32 logits; `sleep()` drops
+    the weights (level 2: the next push writes them all) and the KV cache. Sources, details: docs/rollouts.md."""
 
     def __init__(self, model_path, tokenizer, seed=0, gpu_memory_utilization=0.75, max_model_len=23040):
-        import os
-
+        import numpy as np
         import torch.distributed as dist
         from transformers import AutoConfig, AutoModelForCausalLM
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: weights reachable
         from vllm import LLM
+        kept = random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.get_num_threads()
         self.llm = LLM(model=model_path, dtype="bfloat16", seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_sleep_mode=True, enable_prefix_caching=True,
                        logprobs_mode="raw_logprobs", generation_config="vllm",  # no sampling defaults from the model
                        hf_overrides={"head_dtype": "float32"},  # logits in fp32, as the trainer's (default: bf16)
                        distributed_executor_backend="external_launcher" if dist.is_initialized() else None)
+        random.setstate(kept[0]), np.random.set_state(kept[1]), torch.set_rng_state(kept[2])  # undo vLLM's reseed
+        torch.set_num_threads(kept[3])  # and its one thread: the trainer's CPU work (advantages, stats)
         with torch.device("meta"):  # the names and shapes load_weights accepts: the HF model's, built without memory
             ref = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
         self.params = dict(ref.named_parameters(remove_duplicate=False))

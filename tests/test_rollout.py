@@ -683,6 +683,25 @@ def test_vllm_engine_sleeps_at_level_2(tok, model, fake_vllm):
         llm.llm_engine.step()
 
 
+def test_vllm_engine_leaves_the_trainers_process_as_it_was(tok, fake_vllm, monkeypatch):
+    """vLLM's start-up reseeds python, numpy and torch and, unless OMP_NUM_THREADS is set, leaves torch one thread
+    (utils/torch_utils.py): the trainer's RNG streams and its CPU work (advantages, statistics) must not change."""
+    import numpy as np
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    try:
+        random.seed(1), np.random.seed(1), torch.manual_seed(1)
+        random.random(), np.random.rand(), torch.rand(3)  # the trainer has used its streams since it seeded them
+        before = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        rollout.VLLMEngine(fake_vllm.path, tok, seed=1)
+        assert torch.get_num_threads() == 2
+        after = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        assert after[0] == before[0] and torch.equal(after[2], before[2])
+        assert all(np.array_equal(a, b) for a, b in zip(after[1], before[1]))
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_make_engine(tok, model, capsys):
     eng = rollout.make_engine("hf", "unused", tok, model=model)
     assert isinstance(eng, rollout.HFEngine) and "rollout: hf engine" in capsys.readouterr().out
