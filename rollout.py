@@ -69,10 +69,10 @@ def rollout(engine, tokenizer, prompt_ids_list, *, max_turns, max_response_len, 
     with a `max_model_len` (vLLM) lowers that budget to what fits (train_sod sizes it so that this never binds).
 
     continuous: an episode's turn goes to the tool pool the moment the engine returns it, and its next turn is
-    submitted the moment its own tool results are back, while the other episodes keep decoding. sync: each turn
-    waits for every active episode's generation, then for every tool call (the classic turn-synchronous loop).
-    Turn t of episode i is sampled with seed turn_seed(seed, i, t), so both modes and any tool timing give the
-    same episodes; seed None draws one from torch's global RNG (a caller that seeds torch stays reproducible)."""
+    submitted the moment its tool results are back, while the others keep decoding; sync: each turn waits for every
+    episode's generation, then for every tool call. Turn t of episode i is sampled with seed turn_seed(seed, i, t)
+    (None: drawn from torch's RNG). On the HF engine both modes and any tool timing give the same episodes (up to
+    ~1e-6 rounding, which may flip a near tie); vLLM's bf16 forward depends on the batch: docs/rollouts.md."""
     import queue
     if mode not in ("continuous", "sync"):
         raise ValueError(f"rollout: unknown mode {mode!r} (continuous, sync)")
