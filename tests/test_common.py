@@ -340,3 +340,22 @@ def test_one_cpu_process_trains_a_plain_module_that_its_engine_shares():
         assert all(a.data_ptr() != b.data_ptr() for a, b in zip(copied.model.parameters(), model.parameters()))
     finally:
         common.destroy_dist()
+
+
+def test_activation_checkpointing_recomputes_and_keeps_the_gradients():
+    """wrap_fsdp's activation checkpointing is transformers' own switch, renamed in 5.24 (activation_checkpointing_
+    enable; gradient_checkpointing_enable before): whichever this version has, each block runs again in backward and
+    the gradients are the plain model's. CI runs this on the vllm extra's transformers (< 5.21) too."""
+    tok = models.make_toy_tokenizer()
+    ids = torch.randint(0, len(tok), (2, 12), generator=torch.Generator().manual_seed(0))
+    grads, calls = [], []
+    for ckpt in (False, True):
+        model = common.wrap_fsdp(models.tiny_qwen3(tok, "tiny", seed=1), common.Dist(0, 1, 0, torch.device("cpu")),
+                                 activation_checkpointing=ckpt).train()
+        n = [0]
+        common.decoder_blocks(model)[0].mlp.register_forward_pre_hook(lambda *_, n=n: n.__setitem__(0, n[0] + 1))
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+        calls.append(n[0])
+    assert calls == [1, 2]  # checkpointed: the block runs again in backward (its MLP inside it)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
