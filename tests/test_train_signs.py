@@ -9,8 +9,9 @@ weights), so the teacher's log-probs equal the student's, the distillation term 
 advantage is the GRPO one: +a on the right episodes, −a on the wrong ones, a > 0. The gradient of the first PPO
 update (ratio 1) is then −a/N · ∇(Σ_right log p − Σ_wrong log p); the tokens the right and wrong episodes share in
 the same context cancel, so to first order any descent step raises Σ_right log p − Σ_wrong log p: every right episode
-gains more than any wrong one, and the right ones rise. (Whether the wrong ones fall in absolute terms depends on
-how much the tokens after the differing digit generalise across the two contexts, i.e. on the tokenizer's merges.)
+gains more than any wrong one. Whether the right ones rise (or the wrong ones fall) in absolute terms is not
+implied: the step moves the shared tokens too, in a direction set by the differing ones, so it depends on the
+problem drawn and on the tokenizer's merges (a one-step Adam update on one toy problem lowered both).
 """
 import json
 import os
@@ -118,7 +119,7 @@ def test_one_update_raises_rewarded_above_unrewarded(algo, tmp_path, monkeypatch
     delta = [seq_logp(after, e) - seq_logp(before, e) for e in eps]
     right = [d for d, e in zip(delta, eps) if e.acc]
     wrong = [d for d, e in zip(delta, eps) if not e.acc]
-    assert min(right) > 0 and min(right) - max(wrong) > 1e-3, delta  # a real move, not rounding
+    assert min(right) - max(wrong) > 1e-3, delta  # a real move, not rounding
 
 
 def test_validation_inside_training_reports_the_scripted_accuracy(tmp_path, monkeypatch, fresh_env):
