@@ -1,4 +1,4 @@
-"""The paper protocol on the cases issue 25 found where it differed from the original's own code (classes A-J and
+"""The paper protocol on the cases where it once differed from the original's own code (classes A-J and
 the other fields a model controls). Each test names the original's file and line (YoungZ365/SOD @ 110c4b8; the
 sandbox: bytedance/SandboxFusion @ 469de08) and asserts what that code computes under "paper", and the sensible
 answer under "clean" where they differ. Expected values are derived by hand from that code."""

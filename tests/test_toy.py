@@ -8,7 +8,7 @@ import sod_loss
 import train_sod
 
 # -----------------------------------------------------------------------------
-# the task: seeded problems, and an evaluation that never overlaps training (issue 28, item 6)
+# the task: seeded problems, and an evaluation that never overlaps training
 
 
 def test_problems_are_seeded_distinct_and_graded_by_their_arguments():
@@ -54,7 +54,7 @@ def test_evaluation_problems_never_appear_in_training():
 
 
 # -----------------------------------------------------------------------------
-# failure-mode statistics (issue 24, item 4)
+# failure-mode statistics
 
 
 def episode(step_tokens, statuses, acc):
