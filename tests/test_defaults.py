@@ -94,6 +94,10 @@ TABLE = [  # (what, ours, the original's, where it comes from)
      "paper; run_sod.sh l.68, l.70"),
     ("sod_advantages algo, c, eps, delta", defaults(sod_loss.sod_advantages, "algo", "opd_coef", "eps", "delta"),
      ("sod", 1.0, 1e-6, 0.2), "paper; run_sod.sh l.66-72"),
+    ("sod_advantages gate beta_min, beta_max, gamma", defaults(sod_loss.sod_advantages, "beta_min", "beta_max",
+                                                                "gamma"), (0.0, 1.0, 1.0),
+     "docs/algorithm.md: the legacy gate spans [0, 1]; not the paper's algorithm, and run_sod.sh's legacy values "
+     "(l.74-76: gamma 1.0, beta 0.0-0.10) feed a mode its stepwise_enable=True switches off"),
     ("grpo_advantages std norm, eps", (default(sod_loss.grpo_advantages, "norm_by_std"),
                                      default(sod_loss.grpo_advantages, "eps")), (True, 1e-6),
      "verl grpo norm_adv_by_std_in_grpo=True, epsilon=1e-6"),

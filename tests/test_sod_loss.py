@@ -109,6 +109,7 @@ def edge_cases():
     yield "all masked rows", torch.tensor([[0] * T, [1, 1, 0, 1, 0, 0, 1, 1], [0] * T])
     yield "B = 1 one step", torch.ones(1, T, dtype=torch.long)
     yield "float mask", torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0]])
+    yield "an odd row full of one-token steps", torch.tensor([[1, 0, 1, 0, 1, 0, 1]])  # ceil(T/2) steps, the most
 
 
 # ---------------------------------------------------------------- step ids, divergence, weights
@@ -301,6 +302,12 @@ def test_ppo_dual_clip_hand_computed():
     assert logp.grad[0].tolist() == pytest.approx([0.0, 2.0, 0.0, 0.0, -0.25], abs=1e-6)
     loss, _ = sod_loss.ppo_loss(logp, old, a, torch.ones_like(a), clip_ratio_c=10.0)  # a looser cap
     assert loss.item() == pytest.approx(sum(c[2] for c in cases) + 1.0, abs=1e-6)
+
+
+def test_ppo_ratio_max_when_every_ratio_is_below_one():
+    logp = torch.log(torch.tensor([[0.5, 0.9, 0.3]]))
+    _, st = sod_loss.ppo_loss(logp, torch.zeros(1, 3), torch.ones(1, 3), torch.tensor([[1, 1, 0]]))
+    assert st["ratio_max"].item() == pytest.approx(0.9)  # the largest on the mask, not the fill of masked tokens
 
 
 def test_ppo_masked_tokens_get_zero_grad():
