@@ -30,10 +30,10 @@ TARGETS = {
     # (the torch.compile switch is left alone: a performance path whose numbers test_compiled_matches_eager compares)
     "sod_loss": dict(tests=["tests/test_sod_loss.py", "tests/test_defaults.py"], k="not compiled",
                      skip_lines=("COMPILE", "_compiled")),
-    "reward": dict(tests=["tests/test_protocol.py", "tests/test_scores.py", "tests/test_data_reward.py",
-                          "tests/test_knobs.py", "tests/test_defaults.py"],
-                   k="(grade or score or shaping or knob or default or pathological) and not eval_command and not "
-                     "loss_knob and not tool_memory"),
+    "reward": dict(tests=["tests/test_reward_rules.py", "tests/test_protocol.py", "tests/test_scores.py",
+                          "tests/test_data_reward.py", "tests/test_knobs.py", "tests/test_defaults.py"],
+                   k="(reward_rules or grade or score or shaping or knob or default or pathological) and not "
+                     "eval_command and not loss_knob and not tool_memory"),
     "tools": dict(tests=["tests/test_protocol.py", "tests/test_rollout.py", "tests/test_knobs.py",
                          "tests/test_defaults.py", "tests/test_data_reward.py"],
                   k="not hf_ and not vllm and not eval_command and not loss_knob and not realscale and not "
