@@ -34,14 +34,17 @@ TARGETS = {
                           "tests/test_data_reward.py", "tests/test_knobs.py", "tests/test_defaults.py"],
                    k="(reward_rules or grade or score or shaping or knob or default or pathological) and not "
                      "eval_command and not loss_knob and not tool_memory"),
-    "tools": dict(tests=["tests/test_protocol.py", "tests/test_rollout.py", "tests/test_knobs.py",
-                         "tests/test_defaults.py", "tests/test_data_reward.py"],
+    "tools": dict(tests=["tests/test_tool_rules.py", "tests/test_protocol.py", "tests/test_rollout.py",
+                         "tests/test_knobs.py", "tests/test_defaults.py", "tests/test_data_reward.py"],
                   k="not hf_ and not vllm and not eval_command and not loss_knob and not realscale and not "
-                    "tool_memory and not make_engine and not toy_tokenizer"),
+                    "make_engine and not toy_tokenizer"),
     # the trainer's loss path: the helpers it calls and train() from the advantages to the optimizer step
-    "train_sod": dict(tests=["tests/test_alignment.py", "tests/test_knobs.py"], k="sod_trainer or loss_knob",
+    # (its telemetry, logged and not trained on, is left alone: timers, the loss / clip / KL sums, grad norms)
+    "train_sod": dict(tests=["tests/test_sod.py", "tests/test_alignment.py", "tests/test_knobs.py"],
+                      k="micro_batches_fit or sequence_logprobs_match or sod_trainer or loss_knob",
                       functions=("micro_batches", "pad", "batch_tensors", "sequence_logprobs"),
-                      span=("# ---- advantages", "# ---- push the new weights")),
+                      span=("# ---- advantages", "# ---- push the new weights"),
+                      skip_lines=("times[", "_sum", "gnorms")),
 }
 
 BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
@@ -65,13 +68,14 @@ def eligible_lines(src, spec):
     lines = {i for i, line in enumerate(text, 1) if not any(s in line for s in spec.get("skip_lines", ()))}
     if "functions" not in spec:
         return lines
+    keep = lines
     tree, lines = ast.parse(src), set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name in spec["functions"]:
             lines |= set(range(node.lineno, node.end_lineno + 1))
     a = next(i for i, line in enumerate(text, 1) if spec["span"][0] in line)
     b = next(i for i, line in enumerate(text, 1) if spec["span"][1] in line)
-    return lines | set(range(a, b))
+    return (lines | set(range(a, b))) & keep
 
 
 def skipped(tree):
