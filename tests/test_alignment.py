@@ -73,13 +73,15 @@ def trained_positions(seen, ids):
 def hand_rollout(log, answers=(ANSWER,)):
     """A stand-in for rollout.rollout: each episode is built from ids whose roles are known by construction; the
     answer is right for even episodes of the call and off by one for odd ones (mixed rewards, so A_i != 0), written
-    as answers[j // 2 % len(answers)] for episode j."""
+    as answers[j // 2 % len(answers)] for episode j. Every episode is distinct (its first thought names it), and the
+    episodes of the second group of four think longer (two groups, two lengths)."""
     def fake(engine, tok, prompt_ids_list, **kw):
         eps = []
         for j, p in enumerate(prompt_ids_list):
             a, b, c = re.search(r"(\d+) \* (\d+)(?: \+ (\d+))?", tok.decode(p)).groups()
             a, b, truth = int(a), int(b), int(a) * int(b) + int(c or 0)
-            t1 = tok.encode(CALL % (a, b), add_special_tokens=False)
+            t1 = tok.encode(CALL.replace("Multiply.", f"Multiply ({j})." + " Check." * (j // 4 % 2)) % (a, b),
+                            add_special_tokens=False)
             obs = tools.tool_response_ids(tok, [str(a * b)], tools.tool_protocol("clean"))
             t2 = tok.encode(answers[j // 2 % len(answers)] % (truth + j % 2), add_special_tokens=False)
             ep = rollout.Episode(prompt_ids=list(p), ids=list(p) + t1 + obs + t2,

@@ -233,7 +233,8 @@ def loss_run(tmp_path_factory):
     ratios leave [0.99, 1.05]) with every loss knob off its default; what sod_advantages, step_stats, ppo_loss and
     make_executor received and returned."""
     from test_alignment import ANSWER, hand_rollout  # hand-built episodes: two turns around a tool response
-    mp, rec = pytest.MonkeyPatch(), {"adv": [], "stats": [], "ppo": [], "executor": []}
+    mp, rec = pytest.MonkeyPatch(), {"adv": [], "stats": [], "ppo": [], "executor": [], "grad_error": [],
+                                     "model": None, "expected": None}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         mp.delenv(k, raising=False)
     small = toy.toy_problems
@@ -255,10 +256,28 @@ def loss_run(tmp_path_factory):
         rec["stats"].append(dict(s=s, t=t, mask=mask, out=out))
         return out
 
+    def logprobs(model, *a):  # the module the update differentiates
+        if torch.is_grad_enabled():
+            rec["model"] = model
+        return real_logprobs(model, *a)
+
     def ppo(logp, old, a, mask, *args, **kw):
         out = real["ppo_loss"](logp, old, a, mask, *args, **kw)
         rec["ppo"].append(dict(logp=logp.detach(), old=old, adv=a, mask=mask, loss=out[0].item()))
+        # this micro-batch's share of the update, by hand: d(loss sum / the mini-batch's token count) / d params (one
+        # micro-batch per mini-batch here, so the count is this mask's)
+        params = list(rec["model"].parameters())
+        g = torch.autograd.grad(out[0] / mask.sum(), params, retain_graph=True, allow_unused=True)
+        rec["expected"] = [torch.zeros_like(p) if x is None else x for p, x in zip(params, g)]
         return out
+
+    def clip(params, *a, **kw):  # called on the update's gradient, right before the optimizer step
+        params = list(params)
+        rec["grad_error"].append(max((p.grad - e).abs().max().item() for p, e in zip(params, rec["expected"])))
+        return real_clip(params, *a, **kw)
+    real_logprobs, real_clip = train_sod.sequence_logprobs, torch.nn.utils.clip_grad_norm_
+    mp.setattr(train_sod, "sequence_logprobs", logprobs)
+    mp.setattr(torch.nn.utils, "clip_grad_norm_", clip)
     mp.setattr(sod_loss, "sod_advantages", adv)
     mp.setattr(sod_loss, "step_stats", stats)
     mp.setattr(sod_loss, "ppo_loss", ppo)
@@ -314,12 +333,18 @@ def check_clip(rec):
         assert hand_ppo(second, *args) != pytest.approx(second["loss"], rel=1e-4), knob
 
 
+def check_update_gradient(rec):
+    # each update's gradient is its own mini-batch's token-mean PPO loss, nothing carried over from the previous one
+    assert len(rec["grad_error"]) == 2 and max(rec["grad_error"]) < 1e-6, rec["grad_error"]
+
+
 def check_tool_memory_mb(rec):
     assert rec["executor"] == [256]  # the trainer's executor holds each call to tool_memory_mb (default 2,048)
 
 
 LOSS_KNOBS = [("opd_coef", check_opd_coef), ("sod_eps", check_sod_eps), ("sod_delta", check_sod_delta),
-              ("clip_low/clip_high/clip_ratio_c", check_clip), ("tool_memory_mb", check_tool_memory_mb)]
+              ("clip_low/clip_high/clip_ratio_c", check_clip), ("tool_memory_mb", check_tool_memory_mb),
+              ("the update's gradient", check_update_gradient)]
 
 
 @pytest.mark.parametrize("knob, check", LOSS_KNOBS, ids=[r[0] for r in LOSS_KNOBS])

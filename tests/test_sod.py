@@ -35,6 +35,9 @@ def test_micro_batches_fit_budget_and_cover_everything():
     for g in groups:
         assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 40
     assert [5] in groups  # the 50-token sequence alone (over budget, still one group)
+    # longest first, a group closed only when the next sequence would not fit (by hand: 4 | 3 -> 2 x 4 = 8 fits the
+    # budget exactly | 2 -> 3 x 4 = 12 does not | 1 -> 2 x 2 = 4)
+    assert train_sod.micro_batches([1, 2, 3, 4], 8) == [[3, 2], [1, 0]]
 
 
 def test_sequence_logprobs_match_full_logits_under_fsdp():
