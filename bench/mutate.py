@@ -7,7 +7,7 @@ and a per-mutant timeout. A mutant is killed when a test fails (or it crashes or
 passes. Mutated code never touches the disk, so tests that run a script in a subprocess would not see it: the test
 subsets below are in-process ones.
 
-    OMP_NUM_THREADS=1 python bench/mutate.py                         # every module (~40 min on a loaded 2 cores)
+    OMP_NUM_THREADS=1 python bench/mutate.py                         # every module (~30 min on 2 shared cores)
     OMP_NUM_THREADS=1 python bench/mutate.py --module sod_loss       # one module
     OMP_NUM_THREADS=1 python bench/mutate.py --module reward --list  # the mutants, without running them
     OMP_NUM_THREADS=1 python bench/mutate.py --module tools --only 12,40   # some mutants again (their ids)
