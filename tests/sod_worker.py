@@ -129,6 +129,7 @@ def install(args, out_dir):
 
     def sample_episodes(*a, **kw):
         eps = real_sample(*a, **kw)
+        os.makedirs(out_dir, exist_ok=True)  # rank 0 makes the run directory; another rank may get here first
         with open(os.path.join(out_dir, f"episodes_rank{rank}.jsonl"), "a") as f:
             f.writelines(json.dumps(dict(finish=e.finish, overlong=e.overlong, response_len=e.response_len,
                                          prompt_len=len(e.prompt_ids))) + "\n" for e in eps)
@@ -136,6 +137,7 @@ def install(args, out_dir):
 
     def micro_batches(lengths, max_tokens):
         groups = real_mb(lengths, max_tokens)
+        os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, f"micro_batches_rank{os.environ.get('RANK', '0')}.txt"), "a") as f:
             f.write(f"{len(groups)}\n")
         return groups
