@@ -219,26 +219,25 @@ def set_seed(seed):
 
 def set_threads(n=0):
     """Set torch's intra-op threads; returns (count, why) and prints both in one line. n > 0 is taken as it is, then
-    OMP_NUM_THREADS; else the cores idle now (from /proc/stat over 0.3 s; at least one), split among this machine's
-    ranks. Torch's default, a thread per core, makes every op wait for its slowest thread: one whose core a busy
-    neighbour holds stalls them all (a toy step took 15-90x its idle time next to one busy process on 2 cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun
-    if n > 0:
-        why = "--threads"
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        n, why = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    OMP_NUM_THREADS; else the cores of this process's CPU set idle now (/proc/stat over 0.3 s; at least one), split
+    among this machine's ranks. Torch's default, a thread per core, makes every op wait for its slowest thread: one
+    whose core a busy neighbour holds stalls them all (a toy step took 15-90x its idle time next to one of them)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
+    ranks, env = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), os.environ.get("OMP_NUM_THREADS", "")  # torchrun's
+    if n > 0 or env.isdigit():
+        n, why = (n, "--threads") if n > 0 else (int(env), "OMP_NUM_THREADS")
     else:
-        try:  # the machine's ticks (user nice system idle iowait ...) 0.3 s apart; this process sleeps meanwhile
-            stat = lambda: np.array(open("/proc/stat").readline().split()[1:], dtype=np.int64)
+        try:  # each of our CPUs' ticks (user nice system idle iowait irq softirq steal) 0.3 s apart, while we sleep
+            stat = lambda: np.array([line.split()[1:9] for line in open("/proc/stat") if line.startswith("cpu")
+                                     and line[3].isdigit() and int(line.split()[0][3:]) in cpus], dtype=np.int64)
             t0 = stat()
             time.sleep(0.3)
             d = stat() - t0
-            free = min(cores, (d[3] + d[4]) / max(d.sum(), 1) * os.cpu_count())
+            free = float(((d[:, 3] + d[:, 4]) / np.maximum(d.sum(1), 1)).sum())
         except OSError:  # no /proc
-            free = cores
+            free = len(cpus)
         n = max(1, round(free) // ranks)
-        why = f"{free:.1f} of {cores} cores idle" + (f", shared by {ranks} local ranks" if ranks > 1 else "")
+        why = f"{free:.1f} of {len(cpus)} cores idle" + (f", shared by {ranks} local ranks" if ranks > 1 else "")
     torch.set_num_threads(n)
     print0(f"threads: {n} ({why}; --threads N sets it)")
     return n, why

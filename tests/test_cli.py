@@ -58,6 +58,22 @@ def test_help_lists_every_key_with_its_type_and_default(name):
         assert re.search(r"--group_size +int +16 +rollouts per prompt", text)
 
 
+def test_threads_follow_the_flag_then_the_environment_then_the_idle_cores(monkeypatch, capsys):
+    import torch
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert common.set_threads(3) == (3, "--threads") and torch.get_num_threads() == 3
+        assert common.set_threads(0) == (1, "OMP_NUM_THREADS") and torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")  # more local ranks than cores: one thread each, never none
+        n, why = common.set_threads(0)
+        assert n == 1 and re.fullmatch(r"\d\.\d of \d+ cores idle, shared by 64 local ranks", why), why
+        assert capsys.readouterr().out.splitlines()[-1] == f"threads: 1 ({why}; --threads N sets it)"
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_model_that_is_not_there_is_one_line_without_the_hub():
     # a relative path with one slash is a path (out/ is where every script writes), never a Hub id
     line = one_line(script("eval.py", "--bench", "toy", "--model", "out/does_not_exist", "--k", "1"))
