@@ -6,8 +6,9 @@ and with common.set_threads (the cores idle at start), in one run.
 Each measurement is a fresh process running train_sft.main or train_sod.main on the toy (tiny models built from a
 config, no files), its step time the median of the steps after the first. `--threads` is torch's default thread
 count for the old policy and 0 (set_threads' choice, made with the neighbour already running) for the new. The
-neighbour is a spinning Python loop this script starts before and stops after its half of the measurements. The
-machine's other work counts too: the load average is printed with each figure. Runs from any working directory.
+neighbour is a spinning Python loop this script starts before and stops after each busy measurement, which follows
+its idle one. The machine's other work counts too: the load average is printed with each figure. Runs from any
+working directory.
 """
 import argparse
 import json
@@ -72,19 +73,19 @@ def main():
         return child(args)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     res, policies = {}, args.policies.split(",")
-    for busy in (False, True):
-        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
-        try:
-            time.sleep(2.0 if busy else 0.0)  # the neighbour is running when set_threads looks
-            for work in ("sft", "sod"):
-                for policy in policies:
+    for work in ("sft", "sod"):
+        for policy in policies:  # idle, then busy right after: the machine's other work drifts less in between
+            for busy in (False, True):
+                hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+                try:
+                    time.sleep(2.0 if busy else 0.0)  # the neighbour is running when set_threads looks
                     res[work, policy, busy] = r = measure(args, work, policy)
-                    print(f"  {work} {policy:<11} {'busy' if busy else 'idle'}: {r['threads']} thread(s), step "
-                          f"{r['step']:.2f} s, load average {r['load']:.1f}", flush=True)
-        finally:
-            if hog is not None:
-                hog.kill()
-                hog.wait()
+                finally:
+                    if hog is not None:
+                        hog.kill()
+                        hog.wait()
+                print(f"  {work} {policy:<11} {'busy' if busy else 'idle'}: {r['threads']} thread(s), step "
+                      f"{r['step']:.2f} s, load average {r['load']:.1f}", flush=True)
     print(f"{cores} cores; one busy neighbour; toy SFT step ({args.student}, configs/toy_sft.py) and SOD step "
           f"({args.student} / {args.teacher}, 4 prompts x 4 rollouts of <= 96 tokens); slow-down = busy / idle step:")
     for work in ("sft", "sod"):
