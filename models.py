@@ -104,9 +104,22 @@ def _fast(tok, specials):
     return fast
 
 
+def _toy_chunks():
+    """Texts the toy tokenizer keeps whole, one token each (added tokens, matched before BPE): the fixed parts of the
+    system turn that declares the toy's tool (~200 BPE tokens, the bulk of every toy sequence, would otherwise cost
+    most of each forward pass) and the opening of a tool call. Decoding gives the same text back."""
+    head = "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with " \
+           "function signatures within <tools></tools> XML tags:\n<tools>"
+    tail = "\n</tools>\n\nFor each function call, return a json object with function name and arguments within " \
+           "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": " \
+           "<args-json-object>}\n</tool_call>"
+    schema = "\n" + json.dumps(tools.CLEAN_TOOLS[0], ensure_ascii=False)
+    return [head, schema, tail, '{"name": "' + tools.TOOL_NAME + '", "arguments": {"code": "']
+
+
 def make_toy_tokenizer(path=None, vocab_size=1024):
     """Build the toy tokenizer (deterministic); save it to `path` when given. Returns a PreTrainedTokenizerFast."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -120,6 +133,7 @@ def make_toy_tokenizer(path=None, vocab_size=1024):
     system = system.replace("' }}", "").replace("'", "") + json.dumps(tools.CLEAN_TOOLS)
     sft = "\n".join(json.dumps(c["messages"]) for c in toy.toy_sft_conversations(16, seed=7))  # solved trajectories
     tok.train_from_iterator([_CORPUS] * 4 + [system] * 8 + [sft] * 2, trainer=trainer)
+    tok.add_tokens([AddedToken(s, normalized=False, special=False) for s in _toy_chunks()])
     fast = _fast(tok, SPECIAL_TOKENS[1:])
     if path is not None:
         os.makedirs(path, exist_ok=True)
@@ -192,8 +206,9 @@ def make_qwen3_tokenizer(path=None):
 
 TINY_SIZES = {  # name: (hidden, layers, heads, kv_heads, intermediate)
     "tiny": (64, 2, 4, 2, 128),         # tests: a forward/backward in milliseconds
+    "toy": (128, 4, 4, 2, 384),         # toy.sh's teacher and student (one architecture, different data)
     "toy_student": (128, 4, 4, 2, 384),
-    "toy_teacher": (128, 6, 4, 2, 384),  # 1.5x the student's depth, trained longer (toy.sh)
+    "toy_teacher": (128, 6, 4, 2, 384),  # a deeper teacher for the tests and benches
 }
 # The released configs: head_dim 128, tied embeddings of 151,936 rows, rope_theta 1e6, 40,960 positions
 QWEN3_SHAPES = {"qwen3-0.6b": (1024, 28, 16, 8, 3072), "qwen3-1.7b": (2048, 28, 16, 8, 6144),

@@ -98,11 +98,11 @@ def toy_sft_conversations(n, seed, protocol="clean", fail=0.25, slip=0.0):
                  {"role": "tool", "content": _tool_reply(f"print({a} * {b})", protocol)}]
         answer = a * b
         if p["kind"] == "muladd":
-            msgs += [_call(f"print({a * b} + {c})", f"The product is {a * b}. Now I add {c}."),
+            msgs += [_call(f"print({a * b} + {c})", "Now I add."),
                      {"role": "tool", "content": _tool_reply(f"print({a * b} + {c})", protocol)}]
             answer += c
         msgs.append({"role": "assistant", "content": f"The answer is \\boxed{{{answer}}}.",
-                     "reasoning_content": f"The tool printed {answer}."})
+                     "reasoning_content": "I have the result."})
         convs.append({"messages": msgs, "tools": tools.CLEAN_TOOLS})
     return convs
 

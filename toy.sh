@@ -18,21 +18,30 @@ mkdir -p "$OUT"
 EVAL=(--bench toy --k 2 --top_p 1.0 --max_response_len 256 --max_turns 4 --rollout_mode sync
       --limit "${EVAL_PROBLEMS:-0}")  # 0: all 512 held-out problems
 RL=(--config configs/toy.py ${RL_STEPS:+--max_steps "$RL_STEPS"})  # RL_STEPS: fewer steps (a smoke run)
-# The SFT recipe: name, model size, steps, lr, train_sft options. The teacher of setting B never saw a failed call.
-TEACHER=(teacher_sft toy_teacher "${TEACHER_STEPS:-1000}" 1e-3)
-TEACHER_CLEAN=(teacher_clean_sft toy_teacher "${TEACHER_STEPS:-1000}" 1e-3 --toy_fail 0)
-STUDENT=(student_sft toy_student "${STUDENT_STEPS:-700}" 2e-3)
+# The SFT models (configs/toy_sft.py; the same 4 x 128 architecture, each from scratch): name, then train_sft options.
+# The teacher's demonstrations are right, a quarter of them recovering from a failed call; the student's are the
+# same kind of data but sloppy: 30 % miscopy one digit of an operand into the code (and answer what it prints).
+# Setting B's teacher (toy.sh table) never saw a failed call.
+STEPS=(--max_steps "${SFT_STEPS:-600}")
+TEACHER=(teacher_sft "${STEPS[@]}" --toy_fail 0.25)
+STUDENT=(student_sft "${STEPS[@]}" --toy_fail 0.25 --toy_slip 0.3 --seed 1)
+TEACHER_CLEAN=(teacher_clean_sft "${STEPS[@]}" --toy_fail 0)
 t0=$SECONDS
 
-sft() {  # name, size, steps, lr, options...: SFT then its evaluation, each skipped when its output exists
-    local name=$1 size=$2 steps=$3 lr=$4
-    shift 4
-    # done only when its last step is saved; a stopped SFT resumes (or, with no checkpoint yet, starts over)
-    [ -d "$OUT/$name/step_$(printf %06d "$steps")" ] || python train_sft.py --config configs/toy_sft.py --resume \
-        --model "toy:$size" --out_dir "$OUT/$name" --max_steps "$steps" --lr "$lr" "$@" >> "$OUT/$name.log" 2>&1
-    [ -f "$OUT/eval_$name/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$name" --out_dir "$OUT/eval_$name" \
-        >> "$OUT/$name.log" 2>&1
-    echo "toy.sh: $name trained and evaluated ($((SECONDS - t0)) s; log $OUT/$name.log)"
+sft() {  # name, train_sft options...: SFT (resumed if stopped, skipped once its model is saved)
+    local name=$1
+    shift
+    [ -f "$OUT/$name/done" ] || { python train_sft.py --config configs/toy_sft.py --resume --out_dir "$OUT/$name" "$@" \
+        >> "$OUT/$name.log" 2>&1 && touch "$OUT/$name/done"; }
+    echo "toy.sh: $name trained ($((SECONDS - t0)) s; log $OUT/$name.log)"
+}
+
+evaluate() {  # names...: each one's evaluation on the toy benchmark, skipped when its output exists
+    for name in "$@"; do
+        [ -f "$OUT/eval_$name/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$name" \
+            --out_dir "$OUT/eval_$name" >> "$OUT/$name.log" 2>&1
+        echo "toy.sh: $name evaluated ($((SECONDS - t0)) s)"
+    done
 }
 
 rl() {  # run name, teacher, algo, seed: RL from the student (resumed if stopped, at once if done), its evaluation
@@ -47,23 +56,26 @@ if [ "${1:-}" = "rl" ]; then  # one table cell (toy.sh table runs two at a time)
     shift
     rl "$@"
 elif [ "${1:-}" = "table" ]; then
-    sft "${TEACHER[@]}" & a=$!
-    sft "${STUDENT[@]}" & b=$!
+    { sft "${TEACHER[@]}"; evaluate teacher_sft; } & a=$!
+    { sft "${STUDENT[@]}"; evaluate student_sft; } & b=$!
+    { sft "${TEACHER_CLEAN[@]}"; evaluate teacher_clean_sft; } & c=$!  # three on two cores: none idle
     wait $a
     wait $b
-    sft "${TEACHER_CLEAN[@]}"
+    wait $c
     python toy.py cells | xargs -P 2 -L 1 bash "$0" rl
     python toy.py table "$OUT" | tee "$OUT/table.md"
     echo "toy.sh table: done in $((SECONDS - t0)) s"
 else
+    echo "toy.sh: SFT of the teacher and the student side by side (~5 min on 2 cores; logs $OUT/*.log)"
     sft "${TEACHER[@]}" & a=$!
     sft "${STUDENT[@]}" & b=$!
     wait $a
     wait $b
     RUN=$(python toy.py run_name A "$ALGO" "$SEED")
-    python train_sod.py "${RL[@]}" --resume --student "$OUT/student_sft" --teacher "$OUT/teacher_sft" --algo "$ALGO" \
-        --seed "$SEED" --out_dir "$OUT/$RUN"
-    [ -f "$OUT/eval_$RUN/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$RUN" --out_dir "$OUT/eval_$RUN"
+    echo "toy.sh: RL ($ALGO) of the student with the teacher (~4 min), both SFT models evaluated meanwhile"
+    evaluate teacher_sft student_sft & a=$!
+    rl "$RUN" teacher_sft "$ALGO" "$SEED"
+    wait $a
     python train_sod.py --plot "$OUT/$RUN"
     python toy.py summary "$OUT" "$RUN"
     echo "toy.sh: done in $((SECONDS - t0)) s; curves $OUT/$RUN/curves.png, trajectories $OUT/$RUN/samples/"

@@ -53,6 +53,27 @@ def test_evaluation_problems_never_appear_in_training():
     assert {toy.split_of(p["question"]) for p in bench} == {"eval"}
 
 
+def test_toy_tokenizer_keeps_the_tool_declaration_whole_and_decodes_exactly():
+    # the system turn that declares the tool is ~200 BPE tokens of fixed text in every toy sequence; the toy tokenizer
+    # keeps its fixed parts whole (a few tokens), and every text still decodes to itself
+    import models
+    import toy
+    import tools
+    tok = models.make_toy_tokenizer()
+    conv = toy.toy_sft_conversations(8, seed=0, fail=1.0)[3]
+    text = tok.apply_chat_template(conv["messages"], tools=conv["tools"], tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    system = text[:text.index("<|im_start|>user")]
+    assert len(tok(system, add_special_tokens=False)["input_ids"]) <= 8  # <|im_start|> system \n, 3 chunks, end
+    call = '{"name": "' + tools.TOOL_NAME + '", "arguments": {"code": "'
+    assert text.count(call) == sum(len(m.get("tool_calls") or []) for m in conv["messages"]) == 2
+    assert ids.count(tok.convert_tokens_to_ids(call)) == 2  # each call opens with one token
+    # a text that only resembles the declaration falls back to BPE and still round-trips
+    other = system.replace("Run a Python", "Run a Ruby")
+    assert tok.decode(tok(other, add_special_tokens=False)["input_ids"]) == other
+
+
 # -----------------------------------------------------------------------------
 # failure-mode statistics
 
