@@ -107,14 +107,18 @@ def _fast(tok, specials):
 def _toy_chunks():
     """Texts the toy tokenizer keeps whole, one token each (added tokens, matched before BPE): the fixed parts of the
     system turn that declares the toy's tool (~200 BPE tokens, the bulk of every toy sequence, would otherwise cost
-    most of each forward pass) and the opening of a tool call. Decoding gives the same text back."""
+    most of each forward pass), the opening of a tool call, the instruction under each question and the fixed
+    phrases of the SFT trajectories (a tiny model spends its steps on copying numbers, and a rollout is ~20 tokens
+    shorter). Decoding gives the same text back."""
     head = "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with " \
            "function signatures within <tools></tools> XML tags:\n<tools>"
     tail = "\n</tools>\n\nFor each function call, return a json object with function name and arguments within " \
            "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": " \
            "<args-json-object>}\n</tool_call>"
     schema = "\n" + json.dumps(tools.CLEAN_TOOLS[0], ensure_ascii=False)
-    return [head, schema, tail, '{"name": "' + tools.TOOL_NAME + '", "arguments": {"code": "']
+    call = '{"name": "' + tools.TOOL_NAME + '", "arguments": {"code": "'
+    return [head, schema, tail, call, "\n\n" + toy.TOY_PROMPT, toy.THINK_CALL, toy.THINK_FIX, toy.THINK_ADD,
+            toy.THINK_DONE, toy.ANSWER_OPEN]
 
 
 def make_toy_tokenizer(path=None, vocab_size=1024):

@@ -8,6 +8,10 @@ checkpoints, eval (docs/toy.md).
 import tools
 
 TOY_PROMPT = "Use the tool, then put the answer in \\boxed{}."
+# The fixed phrases of the SFT trajectories (the toy tokenizer keeps each whole, one token: models._toy_chunks)
+THINK_CALL, THINK_FIX, THINK_ADD, THINK_DONE = ("I compute it with code.", "The code had a typo. I fix it.",
+                                                "Now I add.", "I have the result.")
+ANSWER_OPEN = "The answer is \\boxed{"
 EVAL_SEED = 999_999  # the toy benchmark's problems (drawn from the "eval" split: see split_of)
 EVAL_N = 512  # its size: ~1,000 samples at k = 2, so one accuracy carries about +-3 points of sampling noise
 
@@ -89,20 +93,19 @@ def toy_sft_conversations(n, seed, protocol="clean", fail=0.25, slip=0.0):
             i, s = rng.randrange(len(str(b))), str(b)
             b = int(s[:i] + rng.choice([x for x in "0123456789"[i == 0:] if x != s[i]]) + s[i + 1:])
         if rng.random() < fail:
-            msgs += [_call(f"print({a} * x)", "I compute it with code."),
+            msgs += [_call(f"print({a} * x)", THINK_CALL),
                      {"role": "tool", "content": _tool_reply(f"print({a} * x)", protocol)}]
-            first = "The code had a typo. I fix it."
+            first = THINK_FIX
         else:
-            first = "I compute it with code."
+            first = THINK_CALL
         msgs += [_call(f"print({a} * {b})", first),
                  {"role": "tool", "content": _tool_reply(f"print({a} * {b})", protocol)}]
         answer = a * b
         if p["kind"] == "muladd":
-            msgs += [_call(f"print({a * b} + {c})", "Now I add."),
+            msgs += [_call(f"print({a * b} + {c})", THINK_ADD),
                      {"role": "tool", "content": _tool_reply(f"print({a * b} + {c})", protocol)}]
             answer += c
-        msgs.append({"role": "assistant", "content": f"The answer is \\boxed{{{answer}}}.",
-                     "reasoning_content": "I have the result."})
+        msgs.append({"role": "assistant", "content": f"{ANSWER_OPEN}{answer}}}.", "reasoning_content": THINK_DONE})
         convs.append({"messages": msgs, "tools": tools.CLEAN_TOOLS})
     return convs
 
