@@ -45,6 +45,10 @@ evaluate() {  # names...: each one's evaluation on the toy benchmark, skipped wh
 }
 
 rl() {  # run name, teacher, algo, seed: RL from the student (resumed if stopped, at once if done), its evaluation
+    until [ -f "$OUT/$2/done" ]; do  # toy.sh table: setting B's teacher may still be training beside this one
+        [ -f "$OUT/$2.failed" ] && { echo "toy.sh: $1 skipped: its teacher's SFT failed ($OUT/$2.log)"; exit 1; }
+        sleep 5
+    done
     python train_sod.py "${RL[@]}" --resume --student "$OUT/student_sft" --teacher "$OUT/$2" --algo "$3" --seed "$4" \
         --out_dir "$OUT/$1" >> "$OUT/$1.log" 2>&1
     [ -f "$OUT/eval_$1/toy.json" ] || python eval.py "${EVAL[@]}" --model "$OUT/$1" --out_dir "$OUT/eval_$1" \
@@ -52,17 +56,21 @@ rl() {  # run name, teacher, algo, seed: RL from the student (resumed if stopped
     echo "toy.sh: $1 trained and evaluated ($((SECONDS - t0)) s; log $OUT/$1.log)"
 }
 
-if [ "${1:-}" = "rl" ]; then  # one table cell (toy.sh table runs two at a time)
+if [ "${1:-}" = "job" ]; then  # one job of toy.sh table (run two at a time): an RL cell or setting B's teacher
     shift
-    rl "$@"
+    if [ "$1" = "teacher_clean_sft" ]; then
+        { sft "${TEACHER_CLEAN[@]}" && evaluate teacher_clean_sft; } || { touch "$OUT/teacher_clean_sft.failed"; exit 1; }
+    else
+        rl "$@"
+    fi
 elif [ "${1:-}" = "table" ]; then
+    rm -f "$OUT/teacher_clean_sft.failed"
     { sft "${TEACHER[@]}"; evaluate teacher_sft; } & a=$!
     { sft "${STUDENT[@]}"; evaluate student_sft; } & b=$!
-    { sft "${TEACHER_CLEAN[@]}"; evaluate teacher_clean_sft; } & c=$!  # three on two cores: none idle
     wait $a
     wait $b
-    wait $c
-    python toy.py cells | xargs -P 2 -L 1 bash "$0" rl
+    # setting B's teacher trains beside the first RL runs (GRPO and setting A need only the student and teacher A)
+    { echo teacher_clean_sft; python toy.py cells; } | xargs -P 2 -L 1 bash "$0" job
     python toy.py table "$OUT" | tee "$OUT/table.md"
     echo "toy.sh table: done in $((SECONDS - t0)) s"
 else
