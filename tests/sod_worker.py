@@ -14,7 +14,8 @@ mismatch must be ~0) and behaves like vLLM's sleep mode: it refuses to sample wh
 sleep, and a weight update wakes the weights only. Its update_weights is strict, as the engine interface says.
 --fake_vllm: rollout.VLLMEngine on the vLLM stand-in (tests/fake_vllm.py), which runs a copy of the student: the
 same script, except that on rank 1 the first turn thinks on until only the tool call, its result and half of the
-answer fit in the tokens it may generate (max_tokens), so that its episode runs into the response budget.
+answer fit in the tokens it may generate (max_tokens), so that its episode runs into the response budget; the toy
+problems carry the paper's tool schema (BPE-tokenized by the toy tokenizer, unlike the toy's own).
 --fail_rank=R: the scripted engine raises RuntimeError("injected") on rank R at its first turn, and writes the time to
 OUT/failed_at.
 --sgd: plain SGD instead of AdamW, so the update is linear in the gradient (no Adam sign-flips of ~0 gradients).
@@ -142,6 +143,11 @@ def install(args, out_dir):
             f.write(f"{len(groups)}\n")
         return groups
 
+    if "--fake_vllm" in args:  # the paper's tool schema, which the toy tokenizer leaves to BPE (~170 tokens): the
+        import toy             # prompts as rolled out are far longer than the filter measures them (without it)
+        import tools
+        real_problems = toy.problems
+        toy.problems = lambda *a, **kw: [dict(p, tools=tools.TOOLS) for p in real_problems(*a, **kw)]
     rollout.make_engine, train_sod.micro_batches = make_engine, micro_batches
     train_sod.sample_episodes = sample_episodes
     if "--sgd" in args:

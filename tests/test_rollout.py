@@ -605,16 +605,20 @@ def test_vllm_engine_sleep_wake_and_weights(tok, model, fake_vllm):
         eng.update_weights((k, v) for k, v in sd.items() if k != "model.norm.weight")
 
 
-@pytest.mark.parametrize("room", [30, 50])
-def test_vllm_engine_a_long_episode_ends_as_length_within_max_model_len(tok, fake_vllm, room):
-    """max_model_len leaves `room` < max_response_len tokens after the prompt. A first turn (23-25 tokens) fits,
-    then: room 30, the tool result does not, and submitting the next turn would make vLLM raise (a prompt of
-    >= max_model_len); room 50, the next turn fits but vLLM would cap it at max_model_len, a cut the budget never
-    saw. Either way the episode must end as a length cut, overlong, with no turn submitted past the limit."""
+@pytest.mark.parametrize("fit", ["turn", "turn+tool"])
+def test_vllm_engine_a_long_episode_ends_as_length_within_max_model_len(tok, fake_vllm, fit):
+    """max_model_len leaves `room` < max_response_len tokens after the prompt, room measured in this tokenizer's
+    tokens: the longest first turn fits, then: "turn", the tool result does not, and submitting the next turn would
+    make vLLM raise (a prompt of >= max_model_len); "turn+tool", the next turn fits but vLLM would cap it at
+    max_model_len, a cut the budget never saw. Either way the episode must end as a length cut, overlong, with no
+    turn submitted past the limit."""
     p = prompt(tok)
+    turn = max(len(enc(tok, CALL % f"print({n})" + "<|im_end|>")) for n in (0, 99, 999))  # the seeds' numbers
+    tool = len(enc(tok, tool_turn(["999"])))
+    room = turn + tool - 1 if fit == "turn" else turn + tool + 3
     eng = rollout.VLLMEngine(fake_vllm.path, tok, max_model_len=len(p) + room)
     for ep in rollout.rollout(eng, tok, [p, p], max_turns=6, max_response_len=200, execute=fake_exec, seed=3):
-        assert ep.num_turns == 1 + (room == 50) and ep.finish == "length" and ep.overlong
+        assert ep.num_turns == 1 + (fit == "turn+tool") and ep.finish == "length" and ep.overlong
         assert ep.response_len <= room and len(ep.ids) <= len(p) + room
     with pytest.raises(ValueError, match="no room"):  # a prompt that leaves nothing: before any turn is submitted
         rollout.rollout(eng, tok, [p + [5] * room], max_turns=2, max_response_len=200, execute=fake_exec)
@@ -648,7 +652,7 @@ def test_vllm_sampler_logprobs_are_the_trainers(tok, model, fake_vllm):
     for ep in eps:
         m = torch.tensor(ep.mask[1:], dtype=torch.bool)
         err = (torch.tensor(ep.sampler_logp[1:])[m] - trainer_logprobs(model, ep.ids)[m]).abs().max()
-        assert m.sum() > 40 and err < 1e-5, err  # bf16 logits: ~1e-3 here
+        assert m.sum() > 25 and err < 1e-5, err  # bf16 logits: ~1e-3 here
     assert fake_vllm.kw["hf_overrides"] == {"head_dtype": "float32"}
 
 
