@@ -249,17 +249,21 @@ def tiny_qwen3(vocab_size, size="tiny", seed=0, dtype=None):
 
 def resolve_model_path(spec):
     """The directory or Hub id that `spec` names, as vLLM and `from_pretrained` load it: a run directory becomes its
-    newest intact checkpoint's `model/`; a HF model directory is itself; `toy:<size>` and `shape:<name>` are
-    returned as they are (built in memory by load_model, not loadable by vLLM). Anything else must be a Hub id,
-    checked here in one request, so that a wrong name is one line, not five retries and a traceback."""
+    newest intact checkpoint's `model/`, a checkpoint directory its `model/`; a HF model directory is itself;
+    `toy:<size>` and `shape:<name>` are returned as they are (built in memory by load_model, not loadable by vLLM).
+    Anything else must be a Hub id, checked here in one request, so that a wrong name is one line, not five retries
+    and a traceback."""
     if spec.startswith(("toy:", "shape:")):
         return spec
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "config.json")):
             return spec
+        if os.path.isfile(os.path.join(spec, "model", "config.json")):  # one checkpoint: out/x/step_000400
+            return os.path.join(spec, "model")
         if ckpt := common.latest_checkpoint(spec):
             return os.path.join(ckpt, "model")
-        raise SystemExit(f"model: {spec!r} is a directory with neither a config.json nor a step_* checkpoint")
+        raise SystemExit(f"model: {spec!r} is a directory with neither a config.json, a model/ nor a step_* "
+                         "checkpoint")
     # a path never goes to the Hub: ./x, /x, ~/x, x/y/z, out/x (where every script writes), dir/x for a local dir
     first = spec.split("/")[0]
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or first == "out" or os.path.isdir(first):

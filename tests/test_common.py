@@ -200,6 +200,8 @@ def test_resolve_model_path(tmp_path, monkeypatch):
     (run / ".tmp_step_000020").mkdir()  # an incomplete checkpoint is never picked
     assert models.resolve_model_path(str(hf)) == str(hf)
     assert models.resolve_model_path(str(run)) == str(run / "step_000012" / "model")
+    Qwen3Config().save_pretrained(run / "step_000003" / "model")  # one checkpoint named: its model, not the newest
+    assert models.resolve_model_path(str(run / "step_000003")) == str(run / "step_000003" / "model")
     monkeypatch.setattr(HfApi, "model_info", lambda self, repo, **kw: None)  # a Hub that has every model
     assert models.resolve_model_path("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
     assert models.resolve_model_path("toy:tiny") == "toy:tiny" and models.resolve_model_path("shape:x") == "shape:x"
