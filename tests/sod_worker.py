@@ -144,8 +144,8 @@ def install(args, out_dir):
         return groups
 
     if "--fake_vllm" in args:  # the paper's tool schema, which the toy tokenizer leaves to BPE (~170 tokens): the
-        import toy             # prompts as rolled out are far longer than the filter measures them (without it)
         import tools
+        import toy  # prompts as rolled out are far longer than the filter measures them (without it)
         real_problems = toy.problems
         toy.problems = lambda *a, **kw: [dict(p, tools=tools.TOOLS) for p in real_problems(*a, **kw)]
     rollout.make_engine, train_sod.micro_batches = make_engine, micro_batches

@@ -57,8 +57,8 @@ def test_toy_tokenizer_keeps_the_tool_declaration_whole_and_decodes_exactly():
     # the system turn that declares the tool is ~200 BPE tokens of fixed text in every toy sequence; the toy tokenizer
     # keeps its fixed parts whole (a few tokens), and every text still decodes to itself
     import models
-    import toy
     import tools
+    import toy
     tok = models.make_toy_tokenizer()
     conv = toy.toy_sft_conversations(8, seed=0, fail=1.0)[3]
     text = tok.apply_chat_template(conv["messages"], tools=conv["tools"], tokenize=False)
