@@ -4,10 +4,14 @@ run stopped early (Ctrl-C, SIGTERM, a user error) ends in one line. train_sft.py
     ckpt = common.latest_checkpoint(cfg.out_dir) if cfg.resume else None
     runs.claim_out_dir(cfg.out_dir, cfg.resume, cfg.overwrite, ckpt)
     ...
+    with runs.interrupts_held():
+        common.save_checkpoint(...)
+    ...
     except (KeyboardInterrupt, SystemExit) as e:
         runs.stopped(e, cfg.out_dir)
 """
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +19,7 @@ import shlex
 import shutil
 import signal
 import sys
+import threading
 
 import torch.distributed as tdist
 
@@ -53,6 +58,32 @@ def claim_out_dir(out_dir, resume, overwrite, ckpt=None):
                          "or pass a new --out_dir, or --overwrite to clear it")
     if tdist.is_initialized():
         tdist.barrier()
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Hold a Ctrl-C or SIGTERM that arrives inside the block (a checkpoint being written) until the block is done,
+    then stop. torch.distributed.checkpoint catches every exception its writers raise, KeyboardInterrupt included, and
+    turns it into a CheckpointException traceback (or loses it); held, the checkpoint is finished and the run stops
+    with stopped()'s one line. A second signal stops at once."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can set handlers
+        yield
+        return
+    held = []
+
+    def hold(sig, frame):
+        if held:
+            raise KeyboardInterrupt
+        held.append(sig)
+
+    before = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def stopped(e, out_dir):

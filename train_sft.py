@@ -286,7 +286,8 @@ def main(argv=None):
                    f"{m['tokens_per_s']:.0f} tok/s ({m['trained_per_s']:.0f} trained) | {len(mbs)} micro-batches | "
                    f"{dt:.2f}s")
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
-                common.save_checkpoint(cfg.out_dir, step, model, tok, opt, cfg, {"epoch": epoch, "cursor": k + 1})
+                with runs.interrupts_held():
+                    common.save_checkpoint(cfg.out_dir, step, model, tok, opt, cfg, {"epoch": epoch, "cursor": k + 1})
         torch.distributed.barrier()  # no rank tears the group down while another still uses it
     except (KeyboardInterrupt, SystemExit) as e:  # one line, from rank 0, instead of a traceback per rank
         runs.stopped(e, cfg.out_dir)

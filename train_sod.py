@@ -488,8 +488,9 @@ def train(cfg, dist):
 
         # ---- checkpoint
         if (cfg.save_every and step % cfg.save_every == 0) or step == max_steps:
-            common.save_checkpoint(cfg.out_dir, step, student, tok, opt, cfg, {"cursor": step * cfg.prompts_per_step},
-                                   keep_last=cfg.keep_last)
+            with runs.interrupts_held():
+                common.save_checkpoint(cfg.out_dir, step, student, tok, opt, cfg,
+                                       {"cursor": step * cfg.prompts_per_step}, keep_last=cfg.keep_last)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,36 @@ def test_an_interrupted_run_says_where_it_got_in_one_line(tmp_path, sig):
     assert shlex.split(line.split("; to resume: ")[1])[1:] == [*cmd[1:], "--resume"]
 
 
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_checkpoint_waits_for_it_and_a_second_one_does_not(sig):
+    """torch.distributed.checkpoint turns a KeyboardInterrupt raised inside its writers into a CheckpointException
+    traceback (or loses it): a signal that arrives while a checkpoint is written is held until the save is done."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as common.init_dist sets it
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with runs.interrupts_held():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.05)  # the handler runs here, in the main thread
+                done.append("rest of the save")
+        assert done == ["rest of the save"]
+        reached = []
+        with pytest.raises(KeyboardInterrupt):
+            with runs.interrupts_held():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.05)
+                os.kill(os.getpid(), sig)  # a second Ctrl-C: stop now
+                time.sleep(0.05)
+                reached.append("not reached")
+        assert reached == []
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
+        with runs.interrupts_held():  # no signal: nothing raised
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 def test_a_fresh_run_never_writes_into_another_runs_directory(tmp_path):
     old = tmp_path / "old"
     (old / "step_000005" / "model").mkdir(parents=True)
