@@ -102,7 +102,12 @@ def stopped(e, out_dir):
                 step = "before the first step"
             ckpt = [d for d in sorted(os.listdir(out_dir)) if re.fullmatch(r"step_\d+", d)] \
                 if os.path.isdir(out_dir) else []
-            argv = [a for a in sys.argv if not re.fullmatch(r"--resume(=.*)?", a)] + ["--resume"]
+            argv, skip = [], False  # sys.argv less any --resume / --resume=x / --resume x, then --resume
+            for a, nxt in zip(sys.argv, sys.argv[1:] + [""]):
+                if not skip and not re.fullmatch(r"--resume(=.*)?", a):
+                    argv.append(a)
+                skip = a == "--resume" and not nxt.startswith("--") and nxt != ""
+            argv += ["--resume"]
             launch = f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE')}" \
                 if "TORCHELASTIC_RUN_ID" in os.environ else "python"
             print(f"interrupted {step}; last complete checkpoint: "

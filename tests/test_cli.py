@@ -199,6 +199,24 @@ def test_a_signal_during_a_checkpoint_waits_for_it_and_a_second_one_does_not(sig
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+
+@pytest.mark.parametrize("given", [[], ["--resume"], ["--resume", "false"], ["--resume=false"], ["--resume", "true"]])
+def test_the_resume_command_carries_the_run_flags_and_one_resume(tmp_path, monkeypatch, capsys, given):
+    monkeypatch.setattr(sys, "argv", ["train_sft.py", "--max_steps", "9", *given, "--out_dir", str(tmp_path)])
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("RANK", "0")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as e:
+            runs.stopped(KeyboardInterrupt(), str(tmp_path))
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert e.value.code == 1
+    line = capsys.readouterr().err.strip()
+    assert shlex.split(line.split("; to resume: ")[1]) == [
+        "python", "train_sft.py", "--max_steps", "9", "--out_dir", str(tmp_path), "--resume"]
+
 def test_a_fresh_run_never_writes_into_another_runs_directory(tmp_path):
     old = tmp_path / "old"
     (old / "step_000005" / "model").mkdir(parents=True)
